@@ -1,0 +1,51 @@
+# ngx_http_qwen_module
+#
+#   make          build build/ngx_http_qwen_module.so against Debian's nginx
+#   make test     run the whole Test::Nginx suite
+#   make run      start the gateway on 127.0.0.1:8000 (Ctrl-C stops it)
+#
+# NGINX_SRC=/path/to/nginx-1.x.y builds against an upstream nginx source
+# tree instead (configured --with-compat).
+
+SHELL     := /bin/bash
+NGINX_SRC ?= /usr/share/nginx/src
+NGINX_BIN ?= /usr/sbin/nginx
+BUILD     := $(CURDIR)/build
+MODULE    := $(BUILD)/ngx_http_qwen_module.so
+SOURCES   := config $(wildcard src/*.c src/*.h)
+CC_OPT    ?= -Wextra -Wno-unused-parameter
+
+.PHONY: all deps-build deps-test test run clean
+
+all: $(MODULE)
+
+deps-build:
+	@scripts/deps.sh build
+
+$(BUILD)/nginx/objs/Makefile: config | deps-build
+	rm -rf $(BUILD)/nginx
+	mkdir -p $(BUILD)
+	cp -r $(NGINX_SRC) $(BUILD)/nginx
+	cd $(BUILD)/nginx && \
+	    if [ -f conf_flags ]; then . ./conf_flags; \
+	    else NGX_CONF_FLAGS=(--with-compat); fi; \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" --with-cc-opt="$(CC_OPT)" \
+	        --add-dynamic-module=$(CURDIR) >$(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+$(MODULE): $(BUILD)/nginx/objs/Makefile $(SOURCES)
+	$(MAKE) -s -C $(BUILD)/nginx -f objs/Makefile modules
+	cp $(BUILD)/nginx/objs/ngx_http_qwen_module.so $(MODULE)
+
+deps-test:
+	@scripts/deps.sh test
+
+test: deps-test $(MODULE)
+	@scripts/run-tests.sh
+
+run: $(MODULE)
+	@scripts/deps.sh run
+	@scripts/run-gateway.sh
+
+clean:
+	rm -rf $(BUILD) t/servroot*

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a make target needs, only those missing.
+# Usage: scripts/deps.sh build|test|run|bench|fuzz ...
+set -euo pipefail
+
+want=()
+for group in "$@"; do
+    case "$group" in
+        build) want+=(gcc make nginx nginx-dev libcjson-dev) ;;
+        run)   want+=(gcc make nginx nginx-dev libcjson-dev nodejs) ;;
+        test)  want+=(gcc make nginx nginx-dev libcjson-dev nodejs npm perl
+                      curl) ;;
+        bench) want+=(wrk util-linux procps) ;;
+        fuzz)  want+=(clang libclang-rt-14-dev libcjson-dev) ;;
+        valgrind) want+=(valgrind) ;;
+        *) echo "deps.sh: unknown group '$group'" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for pkg in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null \
+            | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+# node may come from elsewhere than Debian (nodesource, nvm): accept it
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    kept=()
+    for pkg in "${missing[@]}"; do
+        case "$pkg" in nodejs|npm) ;; *) kept+=("$pkg") ;; esac
+    done
+    missing=("${kept[@]}")
+fi
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps.sh: installing ${missing[*]}" >&2
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        sudo="sudo"
+    else
+        echo "deps.sh: run as root or install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# Debian's nginx package starts a system nginx on port 80; the gateway and
+# the tests run their own, so leave the system one stopped
+if printf '%s\n' "${missing[@]}" | grep -qx nginx; then
+    $sudo systemctl stop nginx 2>/dev/null || $sudo service nginx stop \
+        2>/dev/null || true
+fi

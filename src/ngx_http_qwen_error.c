@@ -1,0 +1,128 @@
+
+/*
+ * Copyright (C) the ngx_http_qwen_module authors
+ *
+ * OpenAI-style error answers:
+ * {"error":{"message":"...","type":"...","param":null,"code":"..."}}
+ */
+
+
+#include "ngx_http_qwen_module.h"
+
+
+static u_char *ngx_http_qwen_error_field(u_char *p, const char *name,
+    const char *value);
+
+
+void
+ngx_http_qwen_error_set(ngx_http_qwen_error_t *err, ngx_uint_t status,
+    const char *type, const char *code, const char *param, u_char *message,
+    size_t len)
+{
+    err->status = status;
+    err->type = type;
+    err->code = code;
+    err->param = param;
+    err->allow = NULL;
+    err->message.data = message;
+    err->message.len = len;
+}
+
+
+ngx_int_t
+ngx_http_qwen_send_error(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
+{
+    size_t            len;
+    u_char           *p;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *h;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = sizeof("{\"error\":{,,,}}\n") - 1
+          + sizeof("\"message\":") - 1
+          + qwen_json_escaped_len(err->message.data, err->message.len)
+          + sizeof("\"type\":") - 1 + ngx_strlen(err->type) + 2
+          + sizeof("\"param\":") - 1
+          + (err->param ? ngx_strlen(err->param) + 2 : 4)
+          + sizeof("\"code\":") - 1
+          + (err->code ? ngx_strlen(err->code) + 2 : 4);
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(b->last, "{\"error\":{\"message\":",
+                   sizeof("{\"error\":{\"message\":") - 1);
+    p = qwen_json_escape(p, err->message.data, err->message.len);
+    *p++ = ',';
+    p = ngx_http_qwen_error_field(p, "type", err->type);
+    *p++ = ',';
+    p = ngx_http_qwen_error_field(p, "param", err->param);
+    *p++ = ',';
+    p = ngx_http_qwen_error_field(p, "code", err->code);
+    p = ngx_cpymem(p, "}}\n", 3);
+
+    b->last = p;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = err->status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (err->allow) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Allow");
+        h->value.data = (u_char *) err->allow;
+        h->value.len = ngx_strlen(err->allow);
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* "name":"value" or "name":null; the values are ours, never escaped */
+
+static u_char *
+ngx_http_qwen_error_field(u_char *p, const char *name, const char *value)
+{
+    *p++ = '"';
+    p = ngx_cpymem(p, name, ngx_strlen(name));
+    *p++ = '"';
+    *p++ = ':';
+
+    if (value == NULL) {
+        return ngx_cpymem(p, "null", 4);
+    }
+
+    *p++ = '"';
+    p = ngx_cpymem(p, value, ngx_strlen(value));
+    *p++ = '"';
+
+    return p;
+}

@@ -1,0 +1,122 @@
+
+/*
+ * Copyright (C) the ngx_http_qwen_module authors
+ *
+ * GET /v1/models, answered from the catalogue in OpenAI's list format.
+ * The answer is built once, at configuration time.
+ */
+
+
+#include "ngx_http_qwen_module.h"
+
+
+ngx_int_t
+ngx_http_qwen_models_build(ngx_conf_t *cf, ngx_http_qwen_main_conf_t *qmcf)
+{
+    size_t                  len;
+    u_char                 *p;
+    ngx_uint_t              i;
+    ngx_http_qwen_model_t **model;
+
+    model = qmcf->models.elts;
+
+    len = sizeof("{\"object\":\"list\",\"data\":[]}\n") - 1;
+
+    for (i = 0; i < qmcf->models.nelts; i++) {
+        len += sizeof("{\"id\":,\"object\":\"model\",\"created\":0,"
+                      "\"owned_by\":},") - 1
+               + qwen_json_escaped_len(model[i]->id.data, model[i]->id.len)
+               + qwen_json_escaped_len(model[i]->provider.data,
+                                       model[i]->provider.len);
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    qmcf->models_json.data = p;
+
+    p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
+                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
+
+    for (i = 0; i < qmcf->models.nelts; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, "{\"id\":", sizeof("{\"id\":") - 1);
+        p = qwen_json_escape(p, model[i]->id.data, model[i]->id.len);
+        p = ngx_cpymem(p, ",\"object\":\"model\",\"created\":0,\"owned_by\":",
+                       sizeof(",\"object\":\"model\",\"created\":0,"
+                              "\"owned_by\":") - 1);
+        p = qwen_json_escape(p, model[i]->provider.data,
+                             model[i]->provider.len);
+        *p++ = '}';
+    }
+
+    p = ngx_cpymem(p, "]}\n", 3);
+
+    qmcf->models_json.len = p - qmcf->models_json.data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_qwen_models_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_chain_t                 out;
+    ngx_http_qwen_error_t       err;
+    ngx_http_qwen_main_conf_t  *qmcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: rejected request: method %V on the model list",
+                      &r->method_name);
+
+        ngx_http_qwen_error_set(&err, NGX_HTTP_NOT_ALLOWED,
+                                "invalid_request_error", "method_not_allowed",
+                                NULL, (u_char *) "Only GET is allowed here.",
+                                sizeof("Only GET is allowed here.") - 1);
+        err.allow = "GET, HEAD";
+
+        return ngx_http_qwen_send_error(r, &err);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = qmcf->models_json.len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = qmcf->models_json.data;
+    b->last = qmcf->models_json.data + qmcf->models_json.len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

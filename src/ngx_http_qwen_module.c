@@ -1,0 +1,368 @@
+
+/*
+ * Copyright (C) the ngx_http_qwen_module authors
+ *
+ * The module: its directives, the configuration of each level, the
+ * registration of the handlers, and the per-request context.
+ */
+
+
+#include "ngx_http_qwen_module.h"
+
+
+static void *ngx_http_qwen_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_qwen_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_qwen_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_qwen_models_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_qwen_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_qwen_postconfiguration(ngx_conf_t *cf);
+static void ngx_http_qwen_ctx_cleanup(void *data);
+
+
+static ngx_conf_enum_t  ngx_http_qwen_unknown_model_policies[] = {
+    { ngx_string("reject"), NGX_HTTP_QWEN_UNKNOWN_REJECT },
+    { ngx_string("pass"), NGX_HTTP_QWEN_UNKNOWN_PASS },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_qwen_commands[] = {
+
+    { ngx_string("qwen_gateway"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, gateway),
+      NULL },
+
+    { ngx_string("qwen_models"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_qwen_models_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_models_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_qwen_models_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_model"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_qwen_model,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_model_pattern"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE23,
+      ngx_http_qwen_model_pattern,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_model_prefixes"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_qwen_model_prefixes,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_unknown_model"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, unknown_model),
+      &ngx_http_qwen_unknown_model_policies },
+
+    { ngx_string("qwen_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("qwen_region"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_qwen_region,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_default_region"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, region),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_qwen_module_ctx = {
+    ngx_http_qwen_preconfiguration,        /* preconfiguration */
+    ngx_http_qwen_postconfiguration,       /* postconfiguration */
+
+    ngx_http_qwen_create_main_conf,        /* create main configuration */
+    ngx_http_qwen_init_main_conf,          /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_qwen_create_loc_conf,         /* create location configuration */
+    ngx_http_qwen_merge_loc_conf           /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_qwen_module = {
+    NGX_MODULE_V1,
+    &ngx_http_qwen_module_ctx,             /* module context */
+    ngx_http_qwen_commands,                /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_qwen_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_qwen_main_conf_t  *qmcf;
+
+    qmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_qwen_main_conf_t));
+    if (qmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     qmcf->prefixes = NULL;
+     *     qmcf->file_prefixes = NULL;
+     *     qmcf->models_file = { 0, NULL };
+     *     qmcf->models_json = { 0, NULL };
+     */
+
+    if (ngx_array_init(&qmcf->models, cf->pool, 64,
+                       sizeof(ngx_http_qwen_model_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&qmcf->patterns, cf->pool, 4,
+                       sizeof(ngx_http_qwen_pattern_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&qmcf->regions, cf->pool, 4,
+                       sizeof(ngx_http_qwen_region_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    qmcf->names_keys = ngx_pcalloc(cf->temp_pool,
+                                   sizeof(ngx_hash_keys_arrays_t));
+    if (qmcf->names_keys == NULL) {
+        return NULL;
+    }
+
+    qmcf->names_keys->pool = cf->pool;
+    qmcf->names_keys->temp_pool = cf->temp_pool;
+
+    if (ngx_hash_keys_array_init(qmcf->names_keys, NGX_HASH_SMALL) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return qmcf;
+}
+
+
+static char *
+ngx_http_qwen_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_qwen_main_conf_t  *qmcf = conf;
+
+    if (ngx_http_qwen_catalog_init(cf, qmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_qwen_regions_init(cf, qmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_qwen_models_build(cf, qmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_qwen_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_qwen_loc_conf_t  *qlcf;
+
+    qlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_qwen_loc_conf_t));
+    if (qlcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     qlcf->models = 0;
+     */
+
+    qlcf->gateway = NGX_CONF_UNSET;
+    qlcf->unknown_model = NGX_CONF_UNSET_UINT;
+    qlcf->max_body_size = NGX_CONF_UNSET;
+    qlcf->region = NGX_CONF_UNSET_PTR;
+
+    return qlcf;
+}
+
+
+static char *
+ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_qwen_loc_conf_t *prev = parent;
+    ngx_http_qwen_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+    ngx_conf_merge_uint_value(conf->unknown_model, prev->unknown_model,
+                              NGX_HTTP_QWEN_UNKNOWN_REJECT);
+    ngx_conf_merge_off_value(conf->max_body_size, prev->max_body_size,
+                             16 * 1024 * 1024);
+    ngx_conf_merge_ptr_value(conf->region, prev->region, NULL);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_qwen_models_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_qwen_loc_conf_t  *qlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (qlcf->models) {
+        return "is duplicate";
+    }
+
+    qlcf->models = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_qwen_models_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_qwen_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_qwen_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_qwen_access_handler;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An internal redirect (error_page, named locations for failover) clears
+ * every module's context, but the gateway's figures must survive it: the
+ * body has been rewritten once and the access log of the final location
+ * still wants $qwen_* variables.  So the context is also hung on the
+ * request pool as a cleanup entry, where it is found again.
+ */
+
+ngx_http_qwen_ctx_t *
+ngx_http_qwen_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t   *cln;
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_qwen_module);
+
+    if (ctx != NULL || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_qwen_ctx_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_qwen_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_http_qwen_ctx_t *
+ngx_http_qwen_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t   *cln;
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_qwen_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_qwen_ctx_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_qwen_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_http_qwen_ctx_cleanup(void *data)
+{
+    /* only a marker: the context lives in the request pool */
+}

@@ -1,0 +1,172 @@
+
+/*
+ * Copyright (C) the ngx_http_qwen_module authors
+ *
+ * The types every part of the module shares: the configuration of each
+ * level and the per-request context.  Each concern lives in its own .c
+ * file with its functions declared here, grouped by file.
+ */
+
+
+#ifndef _NGX_HTTP_QWEN_MODULE_H_INCLUDED_
+#define _NGX_HTTP_QWEN_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_qwen_json.h"
+
+
+#define NGX_HTTP_QWEN_UNKNOWN_REJECT  0
+#define NGX_HTTP_QWEN_UNKNOWN_PASS    1
+
+
+/* one price tier; money is integer micro-USD per 1M tokens */
+typedef struct {
+    uint64_t                      up_to;         /* prompt tokens, 0: any */
+    int64_t                       input;
+    int64_t                       output;
+    int64_t                       cached_input;  /* -1: as input */
+    int64_t                       thinking_output; /* -1: as output */
+} ngx_http_qwen_price_t;
+
+
+/* a model of the catalogue */
+typedef struct {
+    ngx_str_t                     id;            /* upstream model id */
+    ngx_str_t                     provider;
+    ngx_array_t                  *regions;       /* of ngx_str_t, or NULL */
+    ngx_uint_t                    context;       /* tokens, 0: unknown */
+    ngx_http_qwen_price_t        *prices;        /* tiers, ascending */
+    ngx_uint_t                    nprices;
+} ngx_http_qwen_model_t;
+
+
+/* a pattern rule: a regular expression and its replacement */
+typedef struct {
+    ngx_regex_t                  *regex;
+    ngx_str_t                     source;        /* for log lines */
+    ngx_str_t                     replacement;   /* with $1..$9 */
+    ngx_uint_t                    captures;
+    ngx_str_t                     provider;
+} ngx_http_qwen_pattern_t;
+
+
+/* a region (an endpoint with the key bound to it) */
+typedef struct ngx_http_qwen_region_s  ngx_http_qwen_region_t;
+
+struct ngx_http_qwen_region_s {
+    ngx_str_t                     name;
+    ngx_str_t                     url;           /* for proxy_pass */
+    ngx_str_t                     host;          /* Host and TLS SNI */
+    ngx_str_t                     provider;
+    ngx_str_t                     authorization; /* "Bearer <key>", or "" */
+    ngx_str_t                     without_key;   /* region when keyless */
+    ngx_http_qwen_region_t       *target;        /* where requests go */
+    ngx_str_t                     conf_file;     /* for later messages */
+    ngx_uint_t                    conf_line;
+};
+
+
+typedef struct {
+    /* the catalogue */
+    ngx_array_t                   models;        /* ngx_http_qwen_model_t * */
+    ngx_hash_keys_arrays_t       *names_keys;    /* while configuring */
+    ngx_hash_t                    names;         /* name -> model */
+    ngx_array_t                  *prefixes;      /* of ngx_str_t */
+    ngx_array_t                  *file_prefixes; /* from a catalogue file */
+    ngx_array_t                   patterns;      /* ngx_http_qwen_pattern_t */
+    ngx_str_t                     models_file;
+    ngx_str_t                     models_json;   /* GET /v1/models answer */
+
+    ngx_array_t                   regions;       /* ngx_http_qwen_region_t */
+} ngx_http_qwen_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                    gateway;
+    ngx_flag_t                    models;        /* the /v1/models handler */
+    ngx_uint_t                    unknown_model;
+    off_t                         max_body_size;
+    ngx_http_complex_value_t     *region;        /* qwen_default_region */
+} ngx_http_qwen_loc_conf_t;
+
+
+/* an OpenAI-style error to answer with */
+typedef struct {
+    ngx_uint_t                    status;
+    const char                   *type;
+    const char                   *code;          /* NULL: null */
+    const char                   *param;         /* NULL: null */
+    const char                   *allow;         /* methods, with 405 */
+    ngx_str_t                     message;
+} ngx_http_qwen_error_t;
+
+
+/* per request; found again after internal redirects, see get_ctx() */
+typedef struct {
+    ngx_str_t                     requested_model;
+    ngx_str_t                     model;         /* sent upstream */
+    ngx_str_t                     provider;
+    ngx_http_qwen_model_t        *entry;         /* NULL: not catalogued */
+    ngx_http_qwen_region_t       *region;
+    ngx_str_t                     client_authorization;
+
+    ngx_int_t                     body_status;   /* set by the body handler */
+
+    unsigned                      stream:1;
+    unsigned                      body_done:1;
+} ngx_http_qwen_ctx_t;
+
+
+extern ngx_module_t  ngx_http_qwen_module;
+
+
+/* ngx_http_qwen_module.c */
+ngx_http_qwen_ctx_t *ngx_http_qwen_get_ctx(ngx_http_request_t *r);
+ngx_http_qwen_ctx_t *ngx_http_qwen_create_ctx(ngx_http_request_t *r);
+
+/* ngx_http_qwen_catalog.c */
+char *ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_qwen_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_qwen_model_pattern(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_qwen_model_prefixes(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_qwen_catalog_init(ngx_conf_t *cf,
+    ngx_http_qwen_main_conf_t *qmcf);
+ngx_int_t ngx_http_qwen_catalog_resolve(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_uint_t unknown_policy);
+
+/* ngx_http_qwen_region.c */
+char *ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_qwen_regions_init(ngx_conf_t *cf,
+    ngx_http_qwen_main_conf_t *qmcf);
+ngx_int_t ngx_http_qwen_region_select(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+ngx_int_t ngx_http_qwen_region_set_key(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
+
+/* ngx_http_qwen_request.c */
+ngx_int_t ngx_http_qwen_access_handler(ngx_http_request_t *r);
+
+/* ngx_http_qwen_error.c */
+void ngx_http_qwen_error_set(ngx_http_qwen_error_t *err, ngx_uint_t status,
+    const char *type, const char *code, const char *param, u_char *message,
+    size_t len);
+ngx_int_t ngx_http_qwen_send_error(ngx_http_request_t *r,
+    ngx_http_qwen_error_t *err);
+
+/* ngx_http_qwen_models.c */
+ngx_int_t ngx_http_qwen_models_build(ngx_conf_t *cf,
+    ngx_http_qwen_main_conf_t *qmcf);
+ngx_int_t ngx_http_qwen_models_handler(ngx_http_request_t *r);
+
+/* ngx_http_qwen_variables.c */
+ngx_int_t ngx_http_qwen_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_QWEN_MODULE_H_INCLUDED_ */

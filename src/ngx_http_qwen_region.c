@@ -1,0 +1,549 @@
+
+/*
+ * Copyright (C) the ngx_http_qwen_module authors
+ *
+ * Regions: an upstream endpoint with the API key bound to it.  DashScope
+ * keys are region-locked, so a key is never looked up apart from its
+ * region, and it reaches the upstream only as the Authorization header of
+ * a request routed to that very region.  Keys are read when the
+ * configuration is loaded and are never printed, by any log line or
+ * variable.
+ */
+
+
+#include "ngx_http_qwen_module.h"
+
+
+#define NGX_HTTP_QWEN_NOT_AVAILABLE                                          \
+    "The model is not available in any region this gateway serves."
+#define NGX_HTTP_QWEN_NO_KEY                                                 \
+    "The gateway has no API key for the upstream region."
+#define NGX_HTTP_QWEN_MISCONFIGURED  "The gateway is misconfigured."
+
+
+static ngx_int_t ngx_http_qwen_region_key_file(ngx_conf_t *cf,
+    ngx_str_t *file, ngx_str_t *key);
+static ngx_http_qwen_region_t *ngx_http_qwen_region_find(
+    ngx_http_qwen_main_conf_t *qmcf, ngx_str_t *name);
+static ngx_int_t ngx_http_qwen_key_valid(ngx_str_t *key);
+
+
+/*
+ * qwen_region name url=scheme://host-or-upstream[:port] [host=name]
+ *             [key_env=VAR]... [key_file=path] [key=secret]
+ *             [provider=p] [without_key=region];
+ *
+ * The key sources are tried in the order written; the first that yields
+ * a key wins.
+ */
+
+char *
+ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_qwen_main_conf_t  *qmcf = conf;
+
+    char                    *env;
+    u_char                  *p, *last;
+    ngx_str_t               *value, key, file, v;
+    ngx_uint_t               i, sources;
+    ngx_http_qwen_region_t  *rg;
+
+    value = cf->args->elts;
+
+    if (ngx_http_qwen_region_find(qmcf, &value[1]) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "region \"%V\" is defined already", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    rg = ngx_array_push(&qmcf->regions);
+    if (rg == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(rg, sizeof(ngx_http_qwen_region_t));
+
+    rg->name = value[1];
+    ngx_str_set(&rg->provider, "alibaba-cloud");
+    rg->conf_file = cf->conf_file->file.name;
+    rg->conf_line = cf->conf_file->line;
+
+    ngx_str_null(&key);
+    sources = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "url=", 4) == 0) {
+            rg->url.data = value[i].data + 4;
+            rg->url.len = value[i].len - 4;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "host=", 5) == 0) {
+            rg->host.data = value[i].data + 5;
+            rg->host.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "provider=", 9) == 0) {
+            rg->provider.data = value[i].data + 9;
+            rg->provider.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "without_key=", 12) == 0) {
+            rg->without_key.data = value[i].data + 12;
+            rg->without_key.len = value[i].len - 12;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key_env=", 8) == 0) {
+            sources++;
+
+            if (value[i].len == 8) {
+                goto invalid;
+            }
+
+            if (key.len == 0) {
+                env = getenv((char *) value[i].data + 8);
+
+                if (env != NULL) {
+                    key.data = (u_char *) env;
+                    key.len = ngx_strlen(env);
+                }
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key_file=", 9) == 0) {
+            sources++;
+
+            file.data = value[i].data + 9;
+            file.len = value[i].len - 9;
+
+            if (file.len == 0) {
+                goto invalid;
+            }
+
+            if (key.len == 0
+                && ngx_http_qwen_region_key_file(cf, &file, &key) != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            sources++;
+
+            if (key.len == 0) {
+                key.data = value[i].data + 4;
+                key.len = value[i].len - 4;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (ngx_strncasecmp(rg->url.data, (u_char *) "http://", 7) == 0) {
+        p = rg->url.data + 7;
+
+    } else if (ngx_strncasecmp(rg->url.data, (u_char *) "https://", 8) == 0)
+    {
+        p = rg->url.data + 8;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "region \"%V\" needs \"url=http://...\" or "
+                           "\"url=https://...\"", &rg->name);
+        return NGX_CONF_ERROR;
+    }
+
+    last = rg->url.data + rg->url.len;
+
+    if (p == last || ngx_strlchr(p, last, '/') != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "region \"%V\": \"url=\" takes a scheme and a "
+                           "host or upstream name, without a path: the path "
+                           "belongs to proxy_pass", &rg->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rg->host.len == 0) {
+        rg->host.data = p;
+        rg->host.len = last - p;
+    }
+
+    if (sources == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "region \"%V\" needs a key: \"key_env=\", "
+                           "\"key_file=\" or \"key=\"", &rg->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (key.len) {
+        if (ngx_http_qwen_key_valid(&key) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the key of region \"%V\" has characters "
+                               "that cannot go in a header", &rg->name);
+            return NGX_CONF_ERROR;
+        }
+
+        v.len = sizeof("Bearer ") - 1 + key.len;
+        v.data = ngx_pnalloc(cf->pool, v.len);
+        if (v.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(v.data, "Bearer ", sizeof("Bearer ") - 1),
+                   key.data, key.len);
+
+        rg->authorization = v;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    /* the parameter may hold a key: name only what comes before '=' */
+
+    p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+    v.data = value[i].data;
+    v.len = p ? (size_t) (p - v.data) : value[i].len;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "region \"%V\": invalid parameter \"%V\"",
+                       &rg->name, &v);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_region_key_file(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *key)
+{
+    u_char           *data;
+    ssize_t           n;
+    ngx_str_t         name;
+    ngx_file_t        f;
+    ngx_file_info_t   fi;
+
+    name = *file;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.name = name;
+    f.log = cf->log;
+
+    f.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (f.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed", name.data);
+        return NGX_ERROR;
+    }
+
+    n = NGX_ERROR;
+
+    if (ngx_fd_info(f.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%s\" failed", name.data);
+        goto done;
+    }
+
+    if (ngx_file_size(&fi) > 4096) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%s\" is larger than 4096 bytes",
+                           name.data);
+        goto done;
+    }
+
+    data = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (data == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&f, data, ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        goto done;
+    }
+
+    /* the key is the file's first line, without surrounding blanks */
+
+    while (n > 0 && (data[0] == ' ' || data[0] == '\t')) {
+        data++;
+        n--;
+    }
+
+    key->data = data;
+    key->len = 0;
+
+    while ((ssize_t) key->len < n && data[key->len] != '\n'
+           && data[key->len] != '\r')
+    {
+        key->len++;
+    }
+
+    while (key->len && (data[key->len - 1] == ' '
+                        || data[key->len - 1] == '\t'))
+    {
+        key->len--;
+    }
+
+done:
+
+    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", name.data);
+    }
+
+    return (n == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_key_valid(ngx_str_t *key)
+{
+    size_t  i;
+
+    for (i = 0; i < key->len; i++) {
+        if (key->data[i] <= 0x20 || key->data[i] == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_qwen_regions_init(ngx_conf_t *cf, ngx_http_qwen_main_conf_t *qmcf)
+{
+    ngx_uint_t               i;
+    ngx_http_qwen_region_t  *rg, *target;
+
+    rg = qmcf->regions.elts;
+
+    for (i = 0; i < qmcf->regions.nelts; i++) {
+        rg[i].target = &rg[i];
+
+        if (rg[i].without_key.len == 0) {
+            continue;
+        }
+
+        target = ngx_http_qwen_region_find(qmcf, &rg[i].without_key);
+
+        if (target == NULL || target == &rg[i]) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "region \"%V\": \"without_key=%V\" names no other "
+                          "region in %V:%ui", &rg[i].name,
+                          &rg[i].without_key, &rg[i].conf_file,
+                          rg[i].conf_line);
+            return NGX_ERROR;
+        }
+
+        if (rg[i].authorization.len == 0) {
+            ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
+                          "qwen: region \"%V\" has no key, its requests go "
+                          "to region \"%V\"", &rg[i].name, &target->name);
+            rg[i].target = target;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_qwen_region_t *
+ngx_http_qwen_region_find(ngx_http_qwen_main_conf_t *qmcf, ngx_str_t *name)
+{
+    ngx_uint_t               i;
+    ngx_http_qwen_region_t  *rg;
+
+    rg = qmcf->regions.elts;
+
+    for (i = 0; i < qmcf->regions.nelts; i++) {
+        if (rg[i].name.len == name->len
+            && ngx_strncmp(rg[i].name.data, name->data, name->len) == 0)
+        {
+            return &rg[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Picks the region of the request: qwen_default_region (the first region
+ * defined when it is not set), unless the model's catalogue entry pins
+ * the model to regions that do not include it, in which case the first
+ * of the model's regions that is defined here.
+ */
+
+ngx_int_t
+ngx_http_qwen_region_select(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_http_qwen_error_t *err)
+{
+    ngx_str_t                   name, *pinned;
+    ngx_uint_t                  i;
+    ngx_http_qwen_region_t     *rg, *found;
+    ngx_http_qwen_loc_conf_t   *qlcf;
+    ngx_http_qwen_main_conf_t  *qmcf;
+
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    if (qmcf->regions.nelts == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "qwen: no region is configured (qwen_region)");
+        goto server_error;
+    }
+
+    rg = qmcf->regions.elts;
+    found = &rg[0];
+
+    if (qlcf->region) {
+        if (ngx_http_complex_value(r, qlcf->region, &name) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        found = ngx_http_qwen_region_find(qmcf, &name);
+
+        if (found == NULL) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "qwen: qwen_default_region gave \"%V\", which is "
+                          "no region", &name);
+            goto server_error;
+        }
+    }
+
+    if (ctx->entry && ctx->entry->regions) {
+        pinned = ctx->entry->regions->elts;
+
+        for (i = 0; i < ctx->entry->regions->nelts; i++) {
+            if (pinned[i].len == found->name.len
+                && ngx_strncmp(pinned[i].data, found->name.data,
+                               found->name.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == ctx->entry->regions->nelts) {
+            found = NULL;
+
+            for (i = 0; i < ctx->entry->regions->nelts; i++) {
+                found = ngx_http_qwen_region_find(qmcf, &pinned[i]);
+                if (found) {
+                    break;
+                }
+            }
+
+            if (found == NULL) {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "qwen: model \"%V\" is offered in no "
+                              "configured region", &ctx->model);
+
+                ngx_http_qwen_error_set(err, NGX_HTTP_BAD_REQUEST,
+                    "invalid_request_error", "model_not_available", "model",
+                    (u_char *) NGX_HTTP_QWEN_NOT_AVAILABLE,
+                    sizeof(NGX_HTTP_QWEN_NOT_AVAILABLE) - 1);
+                return NGX_DECLINED;
+            }
+        }
+    }
+
+    found = found->target;
+
+    if (found->authorization.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "qwen: region \"%V\" has no API key", &found->name);
+
+        ngx_http_qwen_error_set(err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                "server_error", "no_upstream_key", NULL,
+                                (u_char *) NGX_HTTP_QWEN_NO_KEY,
+                                sizeof(NGX_HTTP_QWEN_NO_KEY) - 1);
+        return NGX_DECLINED;
+    }
+
+    ctx->region = found;
+
+    return NGX_OK;
+
+server_error:
+
+    ngx_http_qwen_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", "gateway_misconfigured", NULL,
+                            (u_char *) NGX_HTTP_QWEN_MISCONFIGURED,
+                            sizeof(NGX_HTTP_QWEN_MISCONFIGURED) - 1);
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Puts the region's key in the request's Authorization header, in place
+ * of the client's own, which is kept in the context.  The header stays in
+ * the list the proxy module sends, but r->headers_in.authorization is
+ * cleared, so $http_authorization shows neither key.
+ */
+
+ngx_int_t
+ngx_http_qwen_region_set_key(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->headers_in.authorization) {
+        ctx->client_authorization = r->headers_in.authorization->value;
+        r->headers_in.authorization = NULL;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Authorization") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
+                               sizeof("Authorization") - 1) == 0)
+        {
+            h[i].value = ctx->region->authorization;
+            return NGX_OK;
+        }
+    }
+
+    h = ngx_list_push(&r->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&h->key, "Authorization");
+    h->lowcase_key = (u_char *) "authorization";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    h->value = ctx->region->authorization;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}

@@ -35,7 +35,8 @@ $(BUILD)/nginx/objs/Makefile: config | deps-build
 
 $(MODULE): $(BUILD)/nginx/objs/Makefile $(SOURCES)
 	$(MAKE) -s -C $(BUILD)/nginx -f objs/Makefile modules
-	cp $(BUILD)/nginx/objs/ngx_http_qwen_module.so $(MODULE)
+	cp $(BUILD)/nginx/objs/ngx_http_qwen_module.so $(MODULE).tmp
+	mv -f $(MODULE).tmp $(MODULE)
 
 deps-test:
 	@scripts/deps.sh test

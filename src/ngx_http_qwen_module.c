@@ -320,7 +320,7 @@ ngx_http_qwen_get_ctx(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_qwen_module);
 
-    if (ctx != NULL || !r->internal) {
+    if (ctx != NULL) {
         return ctx;
     }
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 repo=$(pwd)
 export TEST_NGINX_REPO="$repo"
-export TEST_NGINX_BINARY="${TEST_NGINX_BINARY:-/usr/sbin/nginx}"
+export TEST_NGINX_BINARY="${TEST_NGINX_BINARY:-$repo/t/nginx.sh}"
 export TEST_NGINX_LOAD_MODULES="${TEST_NGINX_LOAD_MODULES:-$repo/build/ngx_http_qwen_module.so}"
 export TEST_NGINX_MOCK_PORT="${TEST_NGINX_MOCK_PORT:-19850}"
 

@@ -149,10 +149,14 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
-    if (ngx_strncasecmp(rg->url.data, (u_char *) "http://", 7) == 0) {
+    if (rg->url.len > 7
+        && ngx_strncasecmp(rg->url.data, (u_char *) "http://", 7) == 0)
+    {
         p = rg->url.data + 7;
 
-    } else if (ngx_strncasecmp(rg->url.data, (u_char *) "https://", 8) == 0)
+    } else if (rg->url.len > 8
+               && ngx_strncasecmp(rg->url.data, (u_char *) "https://", 8)
+                  == 0)
     {
         p = rg->url.data + 8;
 

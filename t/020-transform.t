@@ -104,9 +104,9 @@ transformed model "qwen-3-30b" to "qwen-3-30b-a3b-instruct" for provider alibaba
 
 === TEST 7: every other byte is kept: order, spacing, numbers, escapes, unicode
 --- request eval
-"POST /v1/chat/completions\n" . qq{ {\n  "temperature" : 1.50e0,\n  "messages":[{"role":"user","content":"caf\\u00e9 \xe4\xbd\xa0\xe5\xa5\xbd \\"q\\" \\\\n"}],\n  "model"  :  "qwen/qwen-max" ,"top_k":-0,"stop":null,"seed":12345678901234567890\n}\n}
+"POST /v1/chat/completions\n" . qq{{\n  "temperature" : 1.50e0,\n  "messages":[{"role":"user","content":"caf\\u00e9 \xe4\xbd\xa0\xe5\xa5\xbd \\"q\\" \\\\n"}],\n  "model"  :  "qwen/qwen-max" ,"top_k":-0,"stop":null,"seed":12345678901234567890\n}}
 --- response_body eval
-qq{ {\n  "temperature" : 1.50e0,\n  "messages":[{"role":"user","content":"caf\\u00e9 \xe4\xbd\xa0\xe5\xa5\xbd \\"q\\" \\\\n"}],\n  "model"  :  "qwen-max" ,"top_k":-0,"stop":null,"seed":12345678901234567890\n}\n}
+qq{{\n  "temperature" : 1.50e0,\n  "messages":[{"role":"user","content":"caf\\u00e9 \xe4\xbd\xa0\xe5\xa5\xbd \\"q\\" \\\\n"}],\n  "model"  :  "qwen-max" ,"top_k":-0,"stop":null,"seed":12345678901234567890\n}}
 
 
 
@@ -187,8 +187,8 @@ transformed model "qwen-brand-new" to "qwen-brand-new" for provider alibaba-clou
 X-Mock-Echo: request
 --- request eval
 "POST /v1/chat/completions\n" . '{"model":"qwen/qwen-max"}'
---- response_body_like
-"content-length":"20"
+--- response_body_like eval
+qr'"content-length":"20"'
 
 
 
@@ -207,7 +207,7 @@ Transfer-Encoding: chunked\r
 {\"mode\r
 e\r
 l\":\"qwen/qwen-\r
-6\r
+5\r
 max\"}\r
 0\r
 \r

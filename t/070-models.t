@@ -37,8 +37,8 @@ Content-Type: application/json
     }
 --- request
 GET /v1/models
---- response_body_like
-^\{"object":"list","data":\[\{"id":"qwen-max",.*\{"id":"qwen-long","object":"model","created":0,"owned_by":"alibaba-cloud"\}\]\}$
+--- response_body_like eval
+qr'^\{"object":"list","data":\[\{"id":"qwen-max",.*\{"id":"qwen-long","object":"model","created":0,"owned_by":"alibaba-cloud"\}\]\}$'
 --- no_error_log
 [error]
 

@@ -59,15 +59,12 @@ ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_qwen_main_conf_t  *qmcf = conf;
 
-    char             *rv;
-    cJSON            *root;
-    ssize_t           n;
-    u_char           *data, *p;
-    ngx_str_t        *value, file;
-    ngx_uint_t        line;
-    ngx_file_t        f;
-    ngx_file_info_t   fi;
-    const char       *at;
+    char        *rv;
+    cJSON       *root;
+    u_char      *p;
+    ngx_str_t   *value, file, json;
+    ngx_uint_t   line;
+    const char  *at;
 
     if (qmcf->models_file.data) {
         return "is duplicate";
@@ -82,48 +79,22 @@ ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     qmcf->models_file = file;
 
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.name = file;
-    f.log = cf->log;
-
-    f.fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (f.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%s\" failed", file.data);
+    if (ngx_http_qwen_conf_read_file(cf, &file, 64 * 1024 * 1024, &json)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    rv = NGX_CONF_ERROR;
-    root = NULL;
-
-    if (ngx_fd_info(f.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%s\" failed", file.data);
-        goto done;
-    }
-
-    data = ngx_pnalloc(cf->temp_pool, ngx_file_size(&fi) + 1);
-    if (data == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_file(&f, data, ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        goto done;
-    }
-
-    data[n] = '\0';
-
-    root = cJSON_ParseWithLength((const char *) data, n);
+    root = cJSON_ParseWithLength((const char *) json.data, json.len);
 
     if (root == NULL) {
         at = cJSON_GetErrorPtr();
         line = 1;
 
-        if (at != NULL && at >= (const char *) data
-            && at <= (const char *) data + n)
+        if (at != NULL && at >= (const char *) json.data
+            && at <= (const char *) json.data + json.len)
         {
-            for (p = data; p < (u_char *) at; p++) {
+            for (p = json.data; p < (u_char *) at; p++) {
                 if (*p == '\n') {
                     line++;
                 }
@@ -133,21 +104,12 @@ ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "model catalogue \"%V\" is not valid JSON "
                            "near line %ui", &file, line);
-        goto done;
+        return NGX_CONF_ERROR;
     }
 
     rv = ngx_http_qwen_catalog_load(cf, qmcf, &file, root);
 
-done:
-
-    if (root) {
-        cJSON_Delete(root);
-    }
-
-    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%s\" failed", file.data);
-    }
+    cJSON_Delete(root);
 
     return rv;
 }

@@ -366,3 +366,70 @@ ngx_http_qwen_ctx_cleanup(void *data)
 {
     /* only a marker: the context lives in the request pool */
 }
+
+
+/*
+ * Reads a whole file named in the configuration into cf->pool, at most
+ * "max" bytes, NUL-terminated; errors are logged against the directive.
+ */
+
+ngx_int_t
+ngx_http_qwen_conf_read_file(ngx_conf_t *cf, ngx_str_t *name, size_t max,
+    ngx_str_t *content)
+{
+    ssize_t           n;
+    u_char           *data;
+    ngx_int_t         rc;
+    ngx_file_t        f;
+    ngx_file_info_t   fi;
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.name = *name;
+    f.log = cf->log;
+
+    f.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (f.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%s\" failed", name->data);
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+
+    if (ngx_fd_info(f.fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_fd_info_n " \"%s\" failed", name->data);
+        goto done;
+    }
+
+    if ((size_t) ngx_file_size(&fi) > max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" is larger than %uz bytes",
+                           name->data, max);
+        goto done;
+    }
+
+    data = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (data == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_file(&f, data, ngx_file_size(&fi), 0);
+    if (n == NGX_ERROR) {
+        goto done;
+    }
+
+    data[n] = '\0';
+    content->data = data;
+    content->len = n;
+    rc = NGX_OK;
+
+done:
+
+    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", name->data);
+    }
+
+    return rc;
+}

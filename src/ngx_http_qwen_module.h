@@ -127,6 +127,8 @@ extern ngx_module_t  ngx_http_qwen_module;
 /* ngx_http_qwen_module.c */
 ngx_http_qwen_ctx_t *ngx_http_qwen_get_ctx(ngx_http_request_t *r);
 ngx_http_qwen_ctx_t *ngx_http_qwen_create_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_qwen_conf_read_file(ngx_conf_t *cf, ngx_str_t *name,
+    size_t max, ngx_str_t *content);
 
 /* ngx_http_qwen_catalog.c */
 char *ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd,

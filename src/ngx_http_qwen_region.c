@@ -231,11 +231,8 @@ static ngx_int_t
 ngx_http_qwen_region_key_file(ngx_conf_t *cf, ngx_str_t *file,
     ngx_str_t *key)
 {
-    u_char           *data;
-    ssize_t           n;
-    ngx_str_t         name;
-    ngx_file_t        f;
-    ngx_file_info_t   fi;
+    u_char     *p, *last;
+    ngx_str_t   name, content;
 
     name = *file;
 
@@ -243,72 +240,32 @@ ngx_http_qwen_region_key_file(ngx_conf_t *cf, ngx_str_t *file,
         return NGX_ERROR;
     }
 
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.name = name;
-    f.log = cf->log;
-
-    f.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (f.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%s\" failed", name.data);
+    if (ngx_http_qwen_conf_read_file(cf, &name, 4096, &content) != NGX_OK) {
         return NGX_ERROR;
-    }
-
-    n = NGX_ERROR;
-
-    if (ngx_fd_info(f.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%s\" failed", name.data);
-        goto done;
-    }
-
-    if (ngx_file_size(&fi) > 4096) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "key file \"%s\" is larger than 4096 bytes",
-                           name.data);
-        goto done;
-    }
-
-    data = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
-    if (data == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_file(&f, data, ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        goto done;
     }
 
     /* the key is the file's first line, without surrounding blanks */
 
-    while (n > 0 && (data[0] == ' ' || data[0] == '\t')) {
-        data++;
-        n--;
+    p = content.data;
+    last = content.data + content.len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
     }
 
-    key->data = data;
-    key->len = 0;
+    key->data = p;
 
-    while ((ssize_t) key->len < n && data[key->len] != '\n'
-           && data[key->len] != '\r')
-    {
-        key->len++;
+    while (p < last && *p != '\n' && *p != '\r') {
+        p++;
     }
 
-    while (key->len && (data[key->len - 1] == ' '
-                        || data[key->len - 1] == '\t'))
-    {
-        key->len--;
+    while (p > key->data && (p[-1] == ' ' || p[-1] == '\t')) {
+        p--;
     }
 
-done:
+    key->len = p - key->data;
 
-    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%s\" failed", name.data);
-    }
-
-    return (n == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+    return NGX_OK;
 }
 
 

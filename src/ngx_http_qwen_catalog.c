@@ -110,6 +110,7 @@ ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rv = ngx_http_qwen_catalog_load(cf, qmcf, &file, root);
 
     cJSON_Delete(root);
+    ngx_pfree(cf->pool, json.data);
 
     return rv;
 }

@@ -30,7 +30,8 @@ my $conf = do {
     <$fh>;
 };
 like($conf, qr/^worker_processes\s+2;$/m, 'worker_processes');
-like($conf, qr/^daemon on;$/m, 'daemon on');
+my $daemon = $ENV{TEST_NGINX_USE_VALGRIND} ? 'off' : 'on';    # foreground under valgrind
+like($conf, qr/^daemon $daemon;$/m, 'daemon');
 like($conf, qr/^master_process on;$/m, 'master_process');
 like($conf, qr/^error_log \S+\/logs\/error\.log info;$/m, 'error_log level');
 like($conf, qr/^\s+worker_connections\s+100;$/m, 'worker_connections');

@@ -539,7 +539,7 @@ sub parse_more_headers ($) {
 sub build_request_from_packets ($$$$$) {
     my ($name, $more_headers, $is_chunked, $conn, $packets) = @_;
 
-    my $text = join '', @$packets;
+    my $text = join '', map { defined $_ ? $_ : '' } @$packets;
     my ($first, $content) = $text =~ /\A([^\n]*\n?)(.*)\z/s;
     bail_out("$name - Request line should be non-empty") unless $first;
 

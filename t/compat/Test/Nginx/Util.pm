@@ -802,7 +802,13 @@ sub _start_nginx_daemon ($) {
         # The real runner keeps retrying for ~30 seconds (a previous nginx
         # may still hold the port) and then bails out.  A configuration error
         # can never fix itself, so bail out on it right away: same verdict,
-        # 30 seconds sooner.
+        # 30 seconds sooner.  nginx reports it on stderr or, when started
+        # with "-e logs/error.log", in the (freshly emptied) error.log.
+        if (open my $log, '<', $ErrLogFile) {
+            local $/;
+            my $text = <$log>;
+            $err .= $text if defined $text;
+        }
         if ($err =~ /\[emerg\]/ && $err !~ /Address already in use/) {
             bail_out("$name - Cannot start nginx using command \"$cmd\" "
                      . "(status code $status).");
@@ -939,7 +945,20 @@ my @UNSUPPORTED = qw(
     skip_slave
 );
 
+# Testing modes of the real runner that this one does not implement.
+my @UNSUPPORTED_ENV = qw(
+    TEST_NGINX_USE_HTTP2 TEST_NGINX_USE_HTTP3 TEST_NGINX_USE_STAP
+    TEST_NGINX_USE_RR TEST_NGINX_CHECK_LEAK TEST_NGINX_BENCHMARK
+    TEST_NGINX_POSTPONE_OUTPUT
+);
+
 sub run_tests () {
+    for my $var (@UNSUPPORTED_ENV) {
+        bail_out("$var is not supported by the Test::Nginx compat runner "
+                 . "(t/compat); install the real Test::Nginx from CPAN")
+            if $ENV{$var};
+    }
+
     $NginxVersion = get_nginx_version();
 
     $ENV{TEST_NGINX_SERVER_PORT} = $ServerPort
@@ -1013,7 +1032,6 @@ sub run_test ($) {
         $ConfigVersion = gen_rand_str(10) if $UseHup;
         $PrevConfig = $config if $should_reconfig;
 
-        my $running = 0;
         if (-f $PidFile) {
             my $pid = get_pid_from_pidfile($name);
             if ($pid ne '' && is_running($pid)) {

@@ -534,6 +534,11 @@ qwen_json_name_end(qwen_json_scan_t *s)
 
     if (s->depth == 1) {
         s->root_members++;
+
+    } else if (s->depth == 2 && s->member[1] == QWEN_FIELD_STREAM_OPTIONS
+               && s->stack[1] == '{')
+    {
+        s->stream_options_members++;
     }
 
     if (s->depth > 2) {

@@ -86,6 +86,7 @@ typedef struct {
     unsigned            root_type;
     int64_t             root_end;      /* offset of the root's closing '}' */
     unsigned            root_members;
+    unsigned            stream_options_members;
     size_t              model_len;
     unsigned            model_overflow:1;
     qwen_json_field_t   fields[QWEN_FIELD_N];

@@ -73,6 +73,13 @@ static ngx_command_t  ngx_http_qwen_commands[] = {
       0,
       NULL },
 
+    { ngx_string("qwen_inject_usage"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, inject_usage),
+      NULL },
+
     { ngx_string("qwen_unknown_model"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -85,6 +92,20 @@ static ngx_command_t  ngx_http_qwen_commands[] = {
       ngx_conf_set_off_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_qwen_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("qwen_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_qwen_metrics_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_qwen_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("qwen_region"),
@@ -232,6 +253,8 @@ ngx_http_qwen_create_loc_conf(ngx_conf_t *cf)
      */
 
     qlcf->gateway = NGX_CONF_UNSET;
+    qlcf->inject_usage = NGX_CONF_UNSET;
+    qlcf->status = NGX_CONF_UNSET_UINT;
     qlcf->unknown_model = NGX_CONF_UNSET_UINT;
     qlcf->max_body_size = NGX_CONF_UNSET;
     qlcf->region = NGX_CONF_UNSET_PTR;
@@ -246,12 +269,26 @@ ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_qwen_loc_conf_t *prev = parent;
     ngx_http_qwen_loc_conf_t *conf = child;
 
+    ngx_http_qwen_main_conf_t  *qmcf;
+
     ngx_conf_merge_value(conf->gateway, prev->gateway, 0);
+    ngx_conf_merge_value(conf->inject_usage, prev->inject_usage, 1);
     ngx_conf_merge_uint_value(conf->unknown_model, prev->unknown_model,
                               NGX_HTTP_QWEN_UNKNOWN_REJECT);
     ngx_conf_merge_off_value(conf->max_body_size, prev->max_body_size,
                              16 * 1024 * 1024);
     ngx_conf_merge_ptr_value(conf->region, prev->region, NULL);
+
+    if (conf->status != NGX_CONF_UNSET_UINT) {
+        qmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_qwen_module);
+
+        if (qmcf->zone == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"qwen_status\" needs a "
+                               "\"qwen_metrics_zone\" in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -288,7 +325,7 @@ ngx_http_qwen_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_qwen_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
+    ngx_http_handler_pt        *h, *first;
     ngx_http_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
@@ -300,7 +337,24 @@ ngx_http_qwen_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_qwen_access_handler;
 
-    return NGX_OK;
+    /*
+     * The log handler settles usage and cost; it goes first in the log
+     * phase, so that access_log, whose handler is already there, can write
+     * the $qwen_* figures.
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    first = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
+    ngx_memmove(&first[1], &first[0],
+                (cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts - 1)
+                * sizeof(ngx_http_handler_pt));
+    first[0] = ngx_http_qwen_log_handler;
+
+    return ngx_http_qwen_filter_init(cf);
 }
 
 

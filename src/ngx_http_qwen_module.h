@@ -17,10 +17,14 @@
 #include <ngx_http.h>
 
 #include "ngx_http_qwen_json.h"
+#include "ngx_http_qwen_usage.h"
 
 
 #define NGX_HTTP_QWEN_UNKNOWN_REJECT  0
 #define NGX_HTTP_QWEN_UNKNOWN_PASS    1
+
+
+#define NGX_HTTP_QWEN_TTFT_BUCKETS    8
 
 
 /* one price tier; money is integer micro-USD per 1M tokens */
@@ -70,6 +74,46 @@ struct ngx_http_qwen_region_s {
 };
 
 
+/* the counters of the shared zone, and what one request adds to them */
+typedef struct {
+    uint64_t                      requests;
+    uint64_t                      incomplete;
+    uint64_t                      unpriced;
+    uint64_t                      input;
+    uint64_t                      output;
+    uint64_t                      cached;
+    uint64_t                      reasoning;
+    uint64_t                      cost_nano;     /* US dollars * 10^9 */
+    uint64_t                      ttft_count;
+    uint64_t                      ttft_sum_msec;
+    uint64_t                      ttft_buckets[NGX_HTTP_QWEN_TTFT_BUCKETS];
+} ngx_http_qwen_counters_t;
+
+
+typedef struct {
+    ngx_str_t                     model;
+    ngx_str_t                     provider;
+    u_char                        status;        /* the class: 2 for 2xx */
+} ngx_http_qwen_metric_key_t;
+
+
+typedef struct {
+    ngx_http_qwen_metric_key_t    key;
+    ngx_http_qwen_counters_t      counters;
+} ngx_http_qwen_metric_row_t;
+
+
+typedef struct {
+    ngx_http_qwen_metric_row_t   *rows;
+    ngx_uint_t                    nrows;
+    time_t                        created;
+    uint64_t                      evicted;
+} ngx_http_qwen_snapshot_t;
+
+
+typedef struct ngx_http_qwen_zone_s  ngx_http_qwen_zone_t;
+
+
 typedef struct {
     /* the catalogue */
     ngx_array_t                   models;        /* ngx_http_qwen_model_t * */
@@ -82,12 +126,16 @@ typedef struct {
     ngx_str_t                     models_json;   /* GET /v1/models answer */
 
     ngx_array_t                   regions;       /* ngx_http_qwen_region_t */
+
+    ngx_http_qwen_zone_t         *zone;          /* qwen_metrics_zone */
 } ngx_http_qwen_main_conf_t;
 
 
 typedef struct {
     ngx_flag_t                    gateway;
     ngx_flag_t                    models;        /* the /v1/models handler */
+    ngx_flag_t                    inject_usage;
+    ngx_uint_t                    status;        /* qwen_status format */
     ngx_uint_t                    unknown_model;
     off_t                         max_body_size;
     ngx_http_complex_value_t     *region;        /* qwen_default_region */
@@ -116,8 +164,37 @@ typedef struct {
 
     ngx_int_t                     body_status;   /* set by the body handler */
 
+    /* the answer, as the filters see it */
+    qwen_usage_scan_t            *usage;         /* NULL: not read */
+    u_char                       *hold;          /* an event not ended */
+    size_t                        hold_len;
+    ngx_chain_t                  *free;
+    ngx_chain_t                  *busy;
+    ngx_msec_int_t                ttft_msec;
+
+    /* settled by ngx_http_qwen_account() */
+    struct {
+        uint64_t                  prompt;
+        uint64_t                  completion;
+        uint64_t                  total;
+        uint64_t                  cached;
+        uint64_t                  reasoning;
+    }                             tokens;
+    uint64_t                      cost_nano;
+
     unsigned                      stream:1;
     unsigned                      body_done:1;
+    unsigned                      client_usage:1;  /* asked for usage */
+    unsigned                      usage_injected:1;
+    unsigned                      sse:1;
+    unsigned                      strip:1;       /* remove the usage event */
+    unsigned                      stripped:1;
+    unsigned                      hold_pass:1;
+    unsigned                      body_scanned:1;
+    unsigned                      first_byte:1;
+    unsigned                      accounted:1;
+    unsigned                      incomplete:1;
+    unsigned                      unpriced:1;
 } ngx_http_qwen_ctx_t;
 
 
@@ -166,6 +243,29 @@ ngx_int_t ngx_http_qwen_send_error(ngx_http_request_t *r,
 ngx_int_t ngx_http_qwen_models_build(ngx_conf_t *cf,
     ngx_http_qwen_main_conf_t *qmcf);
 ngx_int_t ngx_http_qwen_models_handler(ngx_http_request_t *r);
+
+/* ngx_http_qwen_filter.c */
+ngx_int_t ngx_http_qwen_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_qwen_account.c */
+void ngx_http_qwen_account(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx);
+u_char *ngx_http_qwen_format_usd(u_char *p, uint64_t nano);
+
+/* ngx_http_qwen_shm.c */
+char *ngx_http_qwen_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_uint_t ngx_http_qwen_metrics_commit(ngx_http_qwen_zone_t *zone,
+    ngx_http_qwen_metric_key_t *k, ngx_http_qwen_counters_t *add,
+    ngx_log_t *log);
+ngx_int_t ngx_http_qwen_metrics_snapshot(ngx_http_request_t *r,
+    ngx_http_qwen_zone_t *zone, ngx_http_qwen_snapshot_t *snap);
+void ngx_http_qwen_ttft_observe(ngx_http_qwen_counters_t *c,
+    ngx_msec_int_t ms);
+ngx_msec_t ngx_http_qwen_ttft_bound(ngx_uint_t i);
+
+/* ngx_http_qwen_status.c */
+char *ngx_http_qwen_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_qwen_log_handler(ngx_http_request_t *r);
 
 /* ngx_http_qwen_variables.c */
 ngx_int_t ngx_http_qwen_add_variables(ngx_conf_t *cf);

@@ -37,8 +37,12 @@ static ngx_int_t ngx_http_qwen_process_body(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
 static ngx_int_t ngx_http_qwen_check_body(ngx_http_request_t *r,
     qwen_json_scan_t *scan, ngx_http_qwen_error_t *err);
-static ngx_int_t ngx_http_qwen_rewrite_model(ngx_http_request_t *r,
+static ngx_int_t ngx_http_qwen_rewrite_body(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan, ngx_chain_t *body);
+static ngx_int_t ngx_http_qwen_usage_edit(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan,
+    ngx_http_qwen_edit_t *edit);
+static ngx_int_t ngx_http_qwen_identity_encoding(ngx_http_request_t *r);
 static ngx_chain_t *ngx_http_qwen_body_in_memory(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_chain_t *ngx_http_qwen_body_splice(ngx_http_request_t *r,
@@ -241,7 +245,9 @@ ngx_http_qwen_process_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                   "qwen: transformed model \"%V\" to \"%V\" for provider %V",
                   &ctx->requested_model, &ctx->model, &ctx->provider);
 
-    if (ngx_http_qwen_rewrite_model(r, ctx, &scan, body) != NGX_OK) {
+    if (ngx_http_qwen_rewrite_body(r, ctx, &scan, body) != NGX_OK
+        || ngx_http_qwen_identity_encoding(r) != NGX_OK)
+    {
         goto server_error;
     }
 
@@ -341,30 +347,53 @@ ngx_http_qwen_check_body(ngx_http_request_t *r, qwen_json_scan_t *scan,
 
 
 static ngx_int_t
-ngx_http_qwen_rewrite_model(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     qwen_json_scan_t *scan, ngx_chain_t *body)
 {
     off_t                  len;
     u_char                *last;
+    ngx_uint_t             n;
     ngx_chain_t           *out;
     ngx_table_elt_t       *h;
     qwen_json_field_t     *model;
-    ngx_http_qwen_edit_t   edit;
+    ngx_http_qwen_edit_t   edits[2], tmp;
 
     model = &scan->fields[QWEN_FIELD_MODEL];
+    n = 0;
 
     /*
      * A model that stays the same and was written without escapes keeps
-     * its bytes (and a body in a file stays in its file).
+     * its bytes.
      */
 
-    if (ctx->model.len == ctx->requested_model.len
-        && ngx_strncmp(ctx->model.data, ctx->requested_model.data,
-                       ctx->model.len) == 0
-        && (size_t) (model->end - model->start) == ctx->model.len + 2)
+    if (ctx->model.len != ctx->requested_model.len
+        || ngx_strncmp(ctx->model.data, ctx->requested_model.data,
+                       ctx->model.len) != 0
+        || (size_t) (model->end - model->start) != ctx->model.len + 2)
     {
+        edits[n].start = model->start;
+        edits[n].end = model->end;
+        edits[n].text.len = qwen_json_escaped_len(ctx->model.data,
+                                                  ctx->model.len);
+        edits[n].text.data = ngx_pnalloc(r->pool, edits[n].text.len);
+        if (edits[n].text.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        last = qwen_json_escape(edits[n].text.data, ctx->model.data,
+                                ctx->model.len);
+        edits[n].text.len = last - edits[n].text.data;
+        n++;
+    }
+
+    if (ngx_http_qwen_usage_edit(r, ctx, scan, &edits[n]) == NGX_OK) {
+        n++;
+    }
+
+    if (n == 0) {
+        /* the body stays as it is, even in its file */
+
         if (body != r->request_body->bufs) {
-            /* copies of file parts: give their memory back */
             for ( /* void */ ; body; body = body->next) {
                 ngx_pfree(r->pool, body->buf->start);
             }
@@ -373,18 +402,13 @@ ngx_http_qwen_rewrite_model(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         return NGX_OK;
     }
 
-    edit.start = model->start;
-    edit.end = model->end;
-    edit.text.len = qwen_json_escaped_len(ctx->model.data, ctx->model.len);
-    edit.text.data = ngx_pnalloc(r->pool, edit.text.len);
-    if (edit.text.data == NULL) {
-        return NGX_ERROR;
+    if (n == 2 && edits[1].start < edits[0].start) {
+        tmp = edits[0];
+        edits[0] = edits[1];
+        edits[1] = tmp;
     }
 
-    last = qwen_json_escape(edit.text.data, ctx->model.data, ctx->model.len);
-    edit.text.len = last - edit.text.data;
-
-    out = ngx_http_qwen_body_splice(r, body, &edit, 1, &len);
+    out = ngx_http_qwen_body_splice(r, body, edits, n, &len);
     if (out == NULL) {
         return NGX_ERROR;
     }
@@ -409,6 +433,144 @@ ngx_http_qwen_rewrite_model(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "qwen body rewritten, %O bytes from %O",
                    len, (off_t) scan->offset);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A stream is asked for its usage ("stream_options":{"include_usage":true})
+ * when the client did not ask for it, so that every stream can be
+ * counted; the filter then removes the usage-only chunk this produces, and
+ * the client sees the stream it asked for.  Only stream_options changes.
+ * Returns NGX_OK with an edit to make, or NGX_DECLINED.
+ */
+
+static ngx_int_t
+ngx_http_qwen_usage_edit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    qwen_json_scan_t *scan, ngx_http_qwen_edit_t *edit)
+{
+    qwen_json_field_t         *so, *iu;
+    ngx_http_qwen_loc_conf_t  *qlcf;
+
+    static ngx_str_t  add_member = ngx_string(
+                          ",\"stream_options\":{\"include_usage\":true}");
+    static ngx_str_t  new_object = ngx_string("{\"include_usage\":true}");
+    static ngx_str_t  first = ngx_string("\"include_usage\":true,");
+    static ngx_str_t  only = ngx_string("\"include_usage\":true");
+    static ngx_str_t  yes = ngx_string("true");
+
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    so = &scan->fields[QWEN_FIELD_STREAM_OPTIONS];
+    iu = &scan->fields[QWEN_FIELD_INCLUDE_USAGE];
+
+    if (!ctx->stream) {
+        return NGX_DECLINED;
+    }
+
+    if (so->count && so->type == QWEN_JSON_OBJECT && iu->count == 1
+        && iu->type == QWEN_JSON_TRUE)
+    {
+        ctx->client_usage = 1;
+        return NGX_DECLINED;
+    }
+
+    if (!qlcf->inject_usage) {
+        return NGX_DECLINED;
+    }
+
+    if (so->count == 0) {
+        /* before the root object's closing brace */
+        edit->start = scan->root_end;
+        edit->end = scan->root_end;
+        edit->text = add_member;
+
+        if (scan->root_members == 0) {
+            edit->text.data++;
+            edit->text.len--;
+        }
+
+    } else if (so->type == QWEN_JSON_NULL) {
+        edit->start = so->start;
+        edit->end = so->end;
+        edit->text = new_object;
+
+    } else if (so->type != QWEN_JSON_OBJECT || iu->count > 1) {
+        /* not ours to fix: the upstream will answer it */
+        return NGX_DECLINED;
+
+    } else if (iu->count == 0) {
+        /* right after the opening brace */
+        edit->start = so->start + 1;
+        edit->end = so->start + 1;
+        edit->text = scan->stream_options_members ? first : only;
+
+    } else {
+        /* "include_usage": false, null or anything else */
+        edit->start = iu->start;
+        edit->end = iu->end;
+        edit->text = yes;
+    }
+
+    ctx->usage_injected = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The gateway reads usage from the answer as it passes, so the upstream
+ * is asked for it uncompressed; the client's own Accept-Encoding stays in
+ * r->headers_in for nginx's gzip filter, which may compress the answer on
+ * its way out.
+ */
+
+static ngx_int_t
+ngx_http_qwen_identity_encoding(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Accept-Encoding") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Accept-Encoding",
+                               sizeof("Accept-Encoding") - 1) != 0)
+        {
+            continue;
+        }
+
+#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
+        if (r->headers_in.accept_encoding == &h[i]) {
+            copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
+            if (copy == NULL) {
+                return NGX_ERROR;
+            }
+
+            *copy = h[i];
+            r->headers_in.accept_encoding = copy;
+        }
+#else
+        (void) copy;
+#endif
+
+        ngx_str_set(&h[i].value, "identity");
+    }
 
     return NGX_OK;
 }

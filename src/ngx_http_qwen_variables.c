@@ -18,6 +18,17 @@ static ngx_int_t ngx_http_qwen_variable_region_str(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_qwen_variable_stream(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_tokens(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_cost(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_ttft(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_response_model(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_incomplete(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_http_qwen_ctx_t *ngx_http_qwen_settled(ngx_http_request_t *r);
 
 
 static ngx_http_variable_t  ngx_http_qwen_vars[] = {
@@ -54,6 +65,42 @@ static ngx_http_variable_t  ngx_http_qwen_vars[] = {
 
     { ngx_string("qwen_stream"), NULL,
       ngx_http_qwen_variable_stream, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_prompt_tokens"), NULL,
+      ngx_http_qwen_variable_tokens, QWEN_USAGE_PROMPT,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_completion_tokens"), NULL,
+      ngx_http_qwen_variable_tokens, QWEN_USAGE_COMPLETION,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_total_tokens"), NULL,
+      ngx_http_qwen_variable_tokens, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_cached_tokens"), NULL,
+      ngx_http_qwen_variable_tokens, QWEN_USAGE_CACHED,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_reasoning_tokens"), NULL,
+      ngx_http_qwen_variable_tokens, QWEN_USAGE_REASONING,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_cost"), NULL,
+      ngx_http_qwen_variable_cost, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_ttft"), NULL,
+      ngx_http_qwen_variable_ttft, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_response_model"), NULL,
+      ngx_http_qwen_variable_response_model, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_incomplete"), NULL,
+      ngx_http_qwen_variable_incomplete, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -149,6 +196,188 @@ ngx_http_qwen_variable_stream(ngx_http_request_t *r,
 
     v->len = 1;
     v->data = (u_char *) (ctx->stream ? "1" : "0");
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The usage figures exist once the request is settled, at the start of
+ * the log phase (ngx_http_qwen_log_handler() runs first there); before
+ * that, as in add_header, they are empty.
+ */
+
+static ngx_http_qwen_ctx_t *
+ngx_http_qwen_settled(ngx_http_request_t *r)
+{
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->accounted || ctx->usage == NULL) {
+        return NULL;
+    }
+
+    return ctx;
+}
+
+
+/*
+ * "data" is the QWEN_USAGE_* bit of the count: a count the answer's usage
+ * did not carry is empty, not 0; the total is always there (the sum of
+ * input and output when the answer did not give it).
+ */
+
+static ngx_int_t
+ngx_http_qwen_variable_tokens(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char               *p;
+    uint64_t              n;
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_settled(r);
+
+    if (ctx == NULL || !ctx->usage->has_usage
+        || (data && !(ctx->usage->usage_fields & data)))
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+    case QWEN_USAGE_PROMPT:
+        n = ctx->tokens.prompt;
+        break;
+    case QWEN_USAGE_COMPLETION:
+        n = ctx->tokens.completion;
+        break;
+    case QWEN_USAGE_CACHED:
+        n = ctx->tokens.cached;
+        break;
+    case QWEN_USAGE_REASONING:
+        n = ctx->tokens.reasoning;
+        break;
+    default:
+        n = ctx->tokens.total;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uL", n) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_variable_cost(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char               *p;
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_settled(r);
+
+    if (ctx == NULL || !ctx->usage->has_usage || ctx->unpriced) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_http_qwen_format_usd(p, ctx->cost_nano) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_variable_ttft(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char               *p;
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->first_byte) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%T.%03M", (time_t) ctx->ttft_msec / 1000,
+                         ctx->ttft_msec % 1000)
+             - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_variable_response_model(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_settled(r);
+
+    if (ctx == NULL || ctx->usage->model_len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ctx->usage->model_len;
+    v->data = ctx->usage->model;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_variable_incomplete(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_settled(r);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = 1;
+    v->data = (u_char *) (ctx->incomplete ? "1" : "0");
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;

@@ -23,6 +23,8 @@
 //   x-mock-chunks: N                   reply is "w1 w2 ... wN"
 //   x-mock-reply: TEXT                 reply is TEXT (percent-decoded)
 //   x-mock-interval-ms: N              pace SSE events N ms apart (default 0)
+//   x-mock-write-bytes: N              write an SSE stream N bytes at a time,
+//                                      1 ms apart (events split everywhere)
 // See t/mock/README.md for the full contract.
 'use strict';
 
@@ -305,6 +307,22 @@ class Ctx {
         'cache-control': 'no-cache',
       }));
       const limit = cut === undefined ? events.length : Math.min(cut, events.length);
+      const pieces = intHeader(this.req, 'x-mock-write-bytes', 1, 1 << 20) || 0;
+      if (pieces > 0 && cut === undefined) {
+        // the whole stream, written N bytes at a time, each on its own tick,
+        // so that the gateway reads events split at every offset
+        const payload = Buffer.from(events.join(''), 'utf8');
+        let off = 0;
+        const piece = () => {
+          if (this.closed) return;
+          if (off >= payload.length) { res.end(); return; }
+          res.write(payload.subarray(off, off + pieces));
+          off += pieces;
+          this.later(1, piece);
+        };
+        piece();
+        return;
+      }
       if (interval === 0) {
         const payload = limit === events.length ? events.join('') : events.slice(0, limit).join('');
         if (cut === undefined) res.end(payload);

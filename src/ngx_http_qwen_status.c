@@ -35,6 +35,7 @@ static u_char *ngx_http_qwen_labels(u_char *p,
     ngx_http_qwen_metric_key_t *k);
 static u_char *ngx_http_qwen_label_value(u_char *p, ngx_str_t *v);
 static u_char *ngx_http_qwen_seconds(u_char *p, uint64_t msec);
+static u_char *ngx_http_qwen_bound(u_char *p, uint64_t msec);
 
 
 static const char  *ngx_http_qwen_status_classes[] = {
@@ -365,7 +366,7 @@ ngx_http_qwen_prometheus(ngx_http_request_t *r,
             p = ngx_cpymem(p, "qwen_ttft_seconds_bucket", 24);
             p = ngx_http_qwen_labels(p, &t[i].key);
             p = ngx_cpymem(p, ",le=\"", 5);
-            p = ngx_http_qwen_seconds(p, ngx_http_qwen_ttft_bound(j));
+            p = ngx_http_qwen_bound(p, ngx_http_qwen_ttft_bound(j));
             p = ngx_sprintf(p, "\"} %uL\n", cum);
         }
 
@@ -445,6 +446,32 @@ ngx_http_qwen_seconds(u_char *p, uint64_t msec)
 }
 
 
+/* a bucket's bound as people write it: "0.1", "2.5", "30" */
+
+static u_char *
+ngx_http_qwen_bound(u_char *p, uint64_t msec)
+{
+    p = ngx_sprintf(p, "%uL", msec / 1000);
+
+    msec %= 1000;
+
+    if (msec) {
+        *p++ = '.';
+        *p++ = (u_char) ('0' + msec / 100);
+
+        if (msec % 100) {
+            *p++ = (u_char) ('0' + msec / 10 % 10);
+
+            if (msec % 10) {
+                *p++ = (u_char) ('0' + msec % 10);
+            }
+        }
+    }
+
+    return p;
+}
+
+
 static ngx_chain_t *
 ngx_http_qwen_json(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
     ngx_http_qwen_model_total_t *t, ngx_uint_t n)
@@ -511,7 +538,7 @@ ngx_http_qwen_json(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
 
         for (j = 0; j < NGX_HTTP_QWEN_TTFT_BUCKETS; j++) {
             p = ngx_sprintf(p, "%s\"", j ? "," : "");
-            p = ngx_http_qwen_seconds(p, ngx_http_qwen_ttft_bound(j));
+            p = ngx_http_qwen_bound(p, ngx_http_qwen_ttft_bound(j));
             p = ngx_sprintf(p, "\":%uL", t[i].c.ttft_buckets[j]);
         }
 

@@ -1,0 +1,138 @@
+# The shared zone across a running nginx: counters survive "nginx -s
+# reload", an unpriced model is logged once however many requests it gets,
+# and a full zone drops its least recently used entry with a clear log line
+# and goes on counting.
+#
+# These need one nginx across many requests and a reload, so they drive
+# nginx by hand rather than through Test::Nginx::Socket blocks.
+use strict;
+use warnings;
+use Test::More;
+use HTTP::Tiny;
+use File::Temp qw(tempdir);
+use Time::HiRes qw(sleep);
+
+my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
+my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
+my $so = $ENV{TEST_NGINX_LOAD_MODULES} or plan skip_all => 'no module';
+my $nginx = $ENV{QWEN_NGINX} || '/usr/sbin/nginx';
+my $port = 19860;
+
+my $dir = tempdir(CLEANUP => 1);
+mkdir "$dir/$_" for qw(conf logs);
+
+sub write_conf {
+    my ($zone) = @_;
+    open my $fh, '>', "$dir/conf/nginx.conf" or die $!;
+    print $fh <<"_EOC_";
+load_module $so;
+error_log logs/error.log info;
+pid logs/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    upstream mock { server 127.0.0.1:$mock; keepalive 4; }
+    qwen_models_file $repo/conf-examples/qwen-models.json;
+    qwen_region singapore url=http://mock key=sk-mock;
+    qwen_metrics_zone qwen $zone;
+    server {
+        listen 127.0.0.1:$port;
+        location /v1/ {
+            qwen_gateway on;
+            qwen_unknown_model pass;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass \$qwen_upstream/compatible-mode\$uri;
+        }
+        location = /status { qwen_status json; }
+    }
+}
+_EOC_
+    close $fh;
+}
+
+my $http = HTTP::Tiny->new(timeout => 5);
+
+sub chat {
+    my ($model, $usage) = @_;
+    return $http->post("http://127.0.0.1:$port/v1/chat/completions", {
+        headers => { 'x-mock-usage' => $usage || '10,5' },
+        content => qq{{"model":"$model","messages":[]}},
+    });
+}
+
+sub status {
+    my $res = $http->get("http://127.0.0.1:$port/status");
+    return $res->{content} // '';
+}
+
+sub log_count {
+    my ($re) = @_;
+    open my $fh, '<', "$dir/logs/error.log" or return 0;
+    my $n = grep { /$re/ } <$fh>;
+    close $fh;
+    return $n;
+}
+
+sub wait_up {
+    for (1 .. 50) {
+        my $res = $http->get("http://127.0.0.1:$port/status");
+        return 1 if $res->{status} == 200;
+        sleep 0.1;
+    }
+    return 0;
+}
+
+write_conf('1m');
+system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf") == 0
+    or BAIL_OUT('nginx did not start');
+ok(wait_up(), 'nginx is up');
+
+# counters survive a reload
+
+chat('qwen-max', '100,20')->{status} == 200 or diag 'chat failed';
+chat('qwen-max', '100,20');
+like(status(), qr/"model":"qwen-max".*"requests":\{"2xx":2\}/,
+     'two requests counted');
+
+system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'reload');
+sleep 1;
+chat('qwen-max', '100,20');
+like(status(), qr/"model":"qwen-max".*"requests":\{"2xx":3\}.*"input":300/,
+     'the counters survived the reload and go on');
+
+# an unpriced model is logged once
+
+chat('qwen-coder') for 1 .. 3;
+like(status(), qr/"model":"qwen-coder".*"unpriced":3/,
+     'three unpriced requests counted');
+is(log_count(qr/model "qwen-coder" has no price in the catalogue/), 1,
+   'and logged once');
+
+# a full zone drops its least recently used entry
+
+system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'stop');
+sleep 0.5;
+write_conf('32k');
+system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf") == 0
+    or BAIL_OUT('nginx did not start');
+ok(wait_up(), 'nginx is up with a 32k zone');
+
+my $fails = 0;
+for my $i (1 .. 300) {
+    $fails++ if chat("model-$i")->{status} != 200;
+}
+is($fails, 0, 'every request of 300 distinct models was answered');
+
+ok(log_count(qr/\[warn\].*qwen: metrics zone "qwen" is full: dropped the counters of model "model-1" /) >= 1,
+   'the zone said it is full and which model it dropped');
+
+my $st = status();
+like($st, qr/"model":"model-300"/, 'the newest model is counted');
+unlike($st, qr/"model":"model-1"/, 'the oldest was dropped');
+like($st, qr/"evicted":[1-9]\d*/, 'the status shows evictions');
+is(log_count(qr/\[(alert|crit|emerg)\]/), 0, 'no alert in the log');
+
+system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'stop');
+
+done_testing();

@@ -1,7 +1,8 @@
 # The real OpenAI SDK (npm "openai") through the gateway: models, chat,
 # streams with and without usage, embeddings, and an unknown model.
 use Test::Nginx::Socket 'no_plan';
-use Cwd qw(cwd);
+use JSON::PP ();
+use File::Temp qw(tempdir);
 
 repeat_each(1);
 no_long_string();
@@ -24,6 +25,39 @@ add_response_body_check(sub {
          $block->name . " - the openai client's checks passed")
         or diag($out);
     is($status, 0, $block->name . " - the openai client exited 0");
+});
+
+# the client's stream through the gateway equals the mock's own stream for
+# the model the gateway sent, but for ids and timestamps
+add_response_body_check(sub {
+    my ($block, $body, $req_idx, $repeated_req_idx, $dry_run) = @_;
+
+    my $args = $block->compare_stream;
+    return if !defined $args || $dry_run;
+
+    my ($sent, $upstream) = split ' ', $args;
+    my $dir = tempdir(CLEANUP => 1);
+    my $script = "$ENV{TEST_NGINX_REPO}/t/client/openai-compat.mjs";
+    my $gw = "http://127.0.0.1:" . server_port() . "/v1";
+    my $mock = "http://127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}/compatible-mode/v1";
+
+    my $out = `node $script --base-url $gw --api-key sk-client --model $sent --expect-model $upstream --json-out $dir/gw.json 2>&1`;
+    is($? >> 8, 0, $block->name . " - through the gateway") or diag($out);
+
+    $out = `node $script --base-url $mock --api-key sk-mock --model $upstream --mock-faults --json-out $dir/mock.json 2>&1`;
+    is($? >> 8, 0, $block->name . " - straight to the mock") or diag($out);
+
+    my @streams;
+    for my $f ("$dir/gw.json", "$dir/mock.json") {
+        open my $fh, '<', $f or die "$f: $!";
+        my $chunks = JSON::PP->new->decode(do { local $/; <$fh> });
+        delete @{$_}{qw(id created)} for @$chunks;
+        push @streams, $chunks;
+    }
+
+    ok(@{ $streams[0] } > 3, $block->name . " - the stream has chunks");
+    is_deeply($streams[0], $streams[1],
+              $block->name . " - the same chunks, in the same order");
 });
 
 add_block_preprocessor(sub {
@@ -74,3 +108,11 @@ qr'"id":"qwen-max"'
 --model qwen-plus --expect-embedding-model text-embedding-v4
 --- response_body_like eval
 qr'"id":"qwen-plus"'
+
+
+
+=== TEST 3: the stream through the gateway is the mock's own
+--- compare_stream
+qwen/qwen-max qwen-max
+--- response_body_like eval
+qr/"id":"qwen-max"/

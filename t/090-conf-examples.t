@@ -9,6 +9,7 @@ use strict;
 use warnings;
 use Test::More;
 use HTTP::Tiny;
+use JSON::PP ();
 use File::Temp qw(tempdir);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep);
@@ -19,6 +20,7 @@ my $nginx = $ENV{QWEN_NGINX} || '/usr/sbin/nginx';
 mkdir "$repo/build/run";
 mkdir "$repo/build/run/tmp";
 unlink "$repo/build/run/dashscope-upstreams.conf";
+unlink "$repo/build/run/qwen-otel.json";
 
 sub nginx_t {
     my ($prefix, $conf, %env) = @_;
@@ -88,7 +90,7 @@ SKIP: {
         sleep 0.1;
     }
 
-    skip 'the quickstart did not start (port 8000 or 8001 busy?)', 4
+    skip 'the quickstart did not start (port 8000 or 8001 busy?)', 12
         unless $res->{status} == 200;
 
     like($res->{content}, qr/"id":"qwen-plus"/, 'the quickstart lists models');
@@ -107,6 +109,29 @@ SKIP: {
         content => '{"model":"qwen-long","stream":true}',
     });
     like($res->{content}, qr/data: \[DONE\]/, 'a stream through the quickstart');
+    unlike($res->{content}, qr/"usage":\{/, 'without the usage it did not ask for');
+
+    $res = $http->get('http://127.0.0.1:8000/metrics');
+    like($res->{content},
+         qr/^qwen_requests_total\{model="qwen-max",provider="alibaba-cloud",status="2xx"\} 1$/m,
+         'the quickstart serves /metrics');
+    like($res->{content},
+         qr/^qwen_tokens_total\{model="qwen-long",provider="alibaba-cloud",type="output"\} [1-9]/m,
+         'with the usage of the stream');
+
+    # the OpenTelemetry log line of the stream, once nginx has written it
+    sleep 0.2;
+    open my $log, '<', "$repo/build/run/qwen-otel.json";
+    my @lines = $log ? <$log> : ();
+    my ($line) = grep { /"gen_ai.request.model":"qwen-long"/ } @lines;
+    ok($line, 'the JSON access log has the stream');
+    my $doc = eval { JSON::PP->new->decode($line // '') };
+    ok($doc, 'the line is JSON') or diag $line;
+    is($doc && $doc->{'gen_ai.response.model'}, 'qwen-long',
+       'gen_ai.response.model');
+    like($doc && $doc->{'gen_ai.usage.output_tokens'}, qr/^[1-9]\d*$/,
+         'gen_ai.usage.output_tokens');
+    is($doc && $doc->{'gen_ai.operation.name'}, 'chat', 'gen_ai.operation.name');
 
     kill 'QUIT', $gw;
     kill 'TERM', $mock;

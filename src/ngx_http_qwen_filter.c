@@ -31,6 +31,8 @@ static ngx_int_t ngx_http_qwen_strip(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out);
 static ngx_int_t ngx_http_qwen_strip_bytes(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, u_char *p, u_char *last, ngx_buf_t *out);
+static ngx_int_t ngx_http_qwen_hold_grow(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, size_t size);
 static ngx_int_t ngx_http_qwen_buf_bytes(ngx_http_request_t *r,
     ngx_buf_t *b, u_char **pos, u_char **last);
 static void ngx_http_qwen_first_byte(ngx_http_request_t *r,
@@ -206,7 +208,7 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_chain_t *in, ngx_chain_t **out)
 {
     size_t        size;
-    u_char       *p, *last;
+    u_char       *p, *last, *start, *end;
     ngx_buf_t    *b, *ib;
     ngx_chain_t  *cl, **ll;
 
@@ -228,17 +230,25 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
         b = cl->buf;
 
-        if ((size_t) (b->end - b->start) < size || b->start == NULL) {
-            b->start = ngx_palloc(r->pool, ngx_max(size, 4096));
-            if (b->start == NULL) {
+        /* a buffer from the free list keeps its memory, not its flags */
+
+        start = b->start;
+        end = b->end;
+        ngx_memzero(b, sizeof(ngx_buf_t));
+
+        if (start == NULL || (size_t) (end - start) < size) {
+            start = ngx_palloc(r->pool, ngx_max(size, 4096));
+            if (start == NULL) {
                 return NGX_ERROR;
             }
 
-            b->end = b->start + ngx_max(size, 4096);
+            end = start + ngx_max(size, 4096);
         }
 
-        b->pos = b->start;
-        b->last = b->start;
+        b->start = start;
+        b->end = end;
+        b->pos = start;
+        b->last = start;
         b->temporary = 1;
         b->tag = (ngx_buf_tag_t) &ngx_http_qwen_module;
         b->flush = ib->flush;
@@ -315,11 +325,11 @@ ngx_http_qwen_strip_bytes(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
             ctx->hold_pass = 1;
 
         } else {
-            if (ctx->hold == NULL) {
-                ctx->hold = ngx_palloc(r->pool, NGX_HTTP_QWEN_HOLD_MAX);
-                if (ctx->hold == NULL) {
-                    return NGX_ERROR;
-                }
+            if (ctx->hold_len + n > ctx->hold_cap
+                && ngx_http_qwen_hold_grow(r, ctx, ctx->hold_len + n)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
             }
 
             ngx_memcpy(ctx->hold + ctx->hold_len, p, n);
@@ -345,6 +355,43 @@ ngx_http_qwen_strip_bytes(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         ctx->hold_len = 0;
         ctx->hold_pass = 0;
     }
+
+    return NGX_OK;
+}
+
+
+/* events are a few hundred bytes: the room grows from 4k as needed */
+
+static ngx_int_t
+ngx_http_qwen_hold_grow(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    size_t size)
+{
+    u_char  *hold;
+    size_t   cap;
+
+    cap = ngx_max(ctx->hold_cap * 2, 4096);
+
+    while (cap < size) {
+        cap *= 2;
+    }
+
+    cap = ngx_min(cap, NGX_HTTP_QWEN_HOLD_MAX);
+
+    hold = ngx_palloc(r->pool, cap);
+    if (hold == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->hold_len) {
+        ngx_memcpy(hold, ctx->hold, ctx->hold_len);
+    }
+
+    if (ctx->hold) {
+        ngx_pfree(r->pool, ctx->hold);
+    }
+
+    ctx->hold = hold;
+    ctx->hold_cap = cap;
 
     return NGX_OK;
 }

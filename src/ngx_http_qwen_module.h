@@ -168,6 +168,7 @@ typedef struct {
     qwen_usage_scan_t            *usage;         /* NULL: not read */
     u_char                       *hold;          /* an event not ended */
     size_t                        hold_len;
+    size_t                        hold_cap;
     ngx_chain_t                  *free;
     ngx_chain_t                  *busy;
     ngx_msec_int_t                ttft_msec;

@@ -344,3 +344,63 @@ X-Mock-Fault: slow:300
 "POST /v1/chat/completions\n" . '{"model":"qwen-plus"}'
 --- error_log eval
 qr/qwen-ttft 0\.(2[89]\d|[3-9]\d\d)$/
+
+
+
+=== TEST 22: an event longer than 64k passes as it comes; the usage chunk still goes
+--- http_config
+    qwen_models_file $TEST_NGINX_REPO/conf-examples/qwen-models.json;
+    qwen_region singapore url=http://127.0.0.1:19871 key=sk-mock;
+
+    log_format usage 'qwen-usage $qwen_model p=$qwen_prompt_tokens '
+                     'c=$qwen_completion_tokens inc=$qwen_incomplete';
+--- config
+    access_log logs/error.log usage;
+
+    location /v1/ {
+        qwen_gateway on;
+        proxy_buffering off;
+        proxy_pass $qwen_upstream/compatible-mode$uri;
+    }
+--- tcp_listen: 19871
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+. 'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"' . ("x" x 70000) . '"}}],"usage":null}' . "\n\n"
+. 'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":70000,"total_tokens":70003}}' . "\n\n"
+. "data: [DONE]\n\n"
+--- request eval
+"POST /v1/chat/completions HTTP/1.0\n" . '{"model":"qwen-plus","stream":true}'
+--- response_body eval
+'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"' . ("x" x 70000) . '"}}],"usage":null}' . "\n\n"
+. "data: [DONE]\n\n"
+--- error_log
+qwen-usage qwen-plus p=3 c=70000 inc=0
+
+
+
+=== TEST 23: an answer the upstream compressed anyway is passed on, not read
+--- http_config
+    qwen_models_file $TEST_NGINX_REPO/conf-examples/qwen-models.json;
+    qwen_region singapore url=http://127.0.0.1:19872 key=sk-mock;
+
+    log_format usage 'qwen-usage $qwen_model p=$qwen_prompt_tokens';
+--- config
+    access_log logs/error.log usage;
+
+    location /v1/ {
+        qwen_gateway on;
+        proxy_pass $qwen_upstream/compatible-mode$uri;
+    }
+--- tcp_listen: 19872
+--- tcp_reply eval
+"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\nConnection: close\r\n\r\nGZIP"
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"qwen-plus"}'
+--- response_body: GZIP
+--- response_headers
+Content-Encoding: gzip
+--- error_log
+qwen: usage of model "qwen-plus" not read: the upstream answered with Content-Encoding "gzip"
+qwen-usage qwen-plus p=-
+--- no_error_log
+[error]

@@ -1,7 +1,8 @@
 # The shared zone across a running nginx: counters survive "nginx -s
 # reload", an unpriced model is logged once however many requests it gets,
-# and a full zone drops its least recently used entry with a clear log line
-# and goes on counting.
+# a stream the client walks away from is counted as incomplete, and a full
+# zone drops its least recently used entry with a clear log line and goes
+# on counting.
 #
 # These need one nginx across many requests and a reload, so they drive
 # nginx by hand rather than through Test::Nginx::Socket blocks.
@@ -11,6 +12,7 @@ use Test::More;
 use HTTP::Tiny;
 use File::Temp qw(tempdir);
 use Time::HiRes qw(sleep);
+use IO::Socket::INET;
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
@@ -108,6 +110,29 @@ like(status(), qr/"model":"qwen-coder".*"unpriced":3/,
      'three unpriced requests counted');
 is(log_count(qr/model "qwen-coder" has no price in the catalogue/), 1,
    'and logged once');
+
+# a client that walks away in the middle of a stream
+
+{
+    my $sock = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port")
+        or die "connect: $!";
+    my $body = '{"model":"qwen-turbo","stream":true}';
+    print $sock "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        . "X-Mock-Interval-Ms: 100\r\nX-Mock-Chunks: 30\r\n"
+        . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    my $got = '';
+    while ($got !~ /data: .*\n\n.*data: /s) {
+        sysread($sock, $got, 4096, length $got) or last;
+    }
+    like($got, qr/text\/event-stream/, 'a stream began');
+    close $sock;
+    sleep 1;
+}
+
+is(log_count(qr/\[warn\].*qwen: incomplete answer from model "qwen-turbo" \(the client went away\)/), 1,
+   'a stream the client left is logged as incomplete, once');
+like(status(), qr/"model":"qwen-turbo".*?"incomplete":1/,
+     'and counted as incomplete');
 
 # a full zone drops its least recently used entry
 

@@ -313,28 +313,36 @@ show(const char *label, const result_t *r)
 }
 
 
+static int
+cmp_size(const void *a, const void *b)
+{
+    size_t  x, y;
+
+    x = *(const size_t *) a;
+    y = *(const size_t *) b;
+
+    return (x > y) - (x < y);
+}
+
+
+/* up to max random cuts; equal ones make empty pieces, which are fine */
+
 static void
 random_cuts(size_t len, size_t *cuts, size_t *ncuts, size_t max)
 {
-    size_t  i, j, n, c;
+    size_t  i, n;
 
-    n = (len == 0) ? 0 : (size_t) (rnd() % (len < max ? len : max)) + 1;
+    if (max > len) {
+        max = len;
+    }
+
+    n = (max == 0) ? 0 : (size_t) (rnd() % max) + 1;
 
     for (i = 0; i < n; i++) {
         cuts[i] = (size_t) (rnd() % (len + 1));
     }
 
-    /* sort; equal cuts make empty pieces, which must be harmless */
-
-    for (i = 1; i < n; i++) {
-        c = cuts[i];
-
-        for (j = i; j > 0 && cuts[j - 1] > c; j--) {
-            cuts[j] = cuts[j - 1];
-        }
-
-        cuts[j] = c;
-    }
+    qsort(cuts, n, sizeof(size_t), cmp_size);
 
     *ncuts = n;
 }
@@ -402,7 +410,7 @@ split_every_way(const unsigned char *in, size_t len, int sse, int every,
     /* (d) random pieces: a few, then any number */
 
     for (i = 0; i < (size_t) nrandom; i++) {
-        random_cuts(len, cuts, &ncuts, i < 3 ? 4 : len);
+        random_cuts(len, cuts, &ncuts, i < 3 ? 4 : 5000);
         run(in, len, sse, cuts, ncuts, &r);
 
         if (!same(&r, whole)) {
@@ -741,12 +749,22 @@ static const tcase_t  cases[] = {
             "\"completion_tokens\":2.5,\"total_tokens\":0.0}}",
       .has_usage = 1, .prompt = 8, .fields = P | C | T, .finish = 1 },
 
+    { .name = "a repeated usage replaces the whole object",
+      .in = "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,"
+            "\"prompt_tokens_details\":{\"cached_tokens\":5},"
+            "\"completion_tokens_details\":{\"reasoning_tokens\":6}},"
+            "\"usage\":{\"prompt_tokens\":3,\"total_tokens\":4},"
+            "\"usage\":null,\"usage\":[]}",
+      .has_usage = 1, .prompt = 3, .total = 4, .fields = P | T,
+      .finish = 1 },
+
     { .name = "model name with escapes",
       .in = "{\"model\":\"qwen\\u002dmax\\/v\\\"1\\\"\\t\\u00e9\\ud83d\\ude00"
-            "\\ud83dx\\udc00\\\\\",\"usage\":{\"total_tokens\":1}}",
+            "\\ud83dx\\udc00\\\\\\ud83d\\uD83D\\uDE00\\ud83d\",\"usage\":{"
+            "\"total_tokens\":1}}",
       .has_usage = 1, .total = 1, .fields = T,
       .model = "qwen-max/v\"1\"\t\xc3\xa9\xf0\x9f\x98\x80\xef\xbf\xbdx"
-               "\xef\xbf\xbd\\",
+               "\xef\xbf\xbd\\\xef\xbf\xbd\xf0\x9f\x98\x80\xef\xbf\xbd",
       .finish = 1 },
 
     { .name = "model not a string, then a string; the last one wins",
@@ -779,6 +797,29 @@ static const tcase_t  cases[] = {
 
     { .name = "control character in a string",
       .in = "{\"model\":\"qwen\tmax\",\"usage\":{\"total_tokens\":21}}",
+      .finish = 0 },
+
+    { .name = "missing colon",
+      .in = "{\"model\"=\"qwen-max\",\"usage\":{\"total_tokens\":21}}",
+      .finish = 0 },
+
+    { .name = "trailing comma in an array",
+      .in = "{\"model\":\"qwen-max\",\"choices\":[1,],\"usage\":{"
+            "\"total_tokens\":21}}",
+      .finish = 0 },
+
+    { .name = "a value that is a closing bracket",
+      .in = "{\"model\":\"qwen-max\",\"choices\":],\"usage\":{"
+            "\"total_tokens\":21}}",
+      .finish = 0 },
+
+    { .name = "a misspelt literal",
+      .in = "{\"model\":\"qwen-max\",\"x\":trUe,\"usage\":{"
+            "\"total_tokens\":21}}",
+      .finish = 0 },
+
+    { .name = "a number ending in a dot",
+      .in = "{\"usage\":{\"total_tokens\":21.}}",
       .finish = 0 },
 
     { .name = "bad escape", .in = "{\"model\":\"\\x41\"}", .finish = 0 },
@@ -940,9 +981,14 @@ static const tcase_t  cases[] = {
             "data: {\"choices\":[ \t ],\"usage\":{}}\n\n"
             "data: {\"usage\":{\"prompt_tokens\":6},\"choices\":[],"
             "\"choices\":[]}\n\n"
-            "data: [{\"choices\":[],\"usage\":{\"prompt_tokens\":7}}]\n\n",
-      .has_usage = 1, .prompt = 6, .fields = P, .events = 9,
-      .evs = "......UU.", .finish = 0 },
+            "data: [{\"choices\":[],\"usage\":{\"prompt_tokens\":7}}]\n\n"
+            "data: {\"choices\":[{}],\"choices\":[],\"usage\":{}}\n\n"
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":8},"
+            "\"choices\":[[]]}\n\n"
+            "data: {\"choices\":[],\"choices\":null,\"usage\":{"
+            "\"prompt_tokens\":9}}\n\n",
+      .has_usage = 1, .prompt = 9, .fields = P, .events = 12,
+      .evs = "......UU....", .finish = 0 },
 
     { .name = "SSE usage null does not erase, a later usage replaces",
       .sse = 1,
@@ -1157,6 +1203,40 @@ check_built(void)
         }
     }
 
+    /*
+     * At level 64 (the last one the stack holds; the root is level 1)
+     * an array holds a deeper object, then a number, then ends: with '}'
+     * it is invalid.
+     */
+
+    for (i = 0; i < 2; i++) {
+        b = malloc(512);
+        if (b == NULL) {
+            continue;
+        }
+
+        p = b;
+        p += sprintf(p, "{\"usage\":{\"total_tokens\":1},\"x\":");
+        memset(p, '[', 62);
+        p += 62;
+        p += sprintf(p, "[{\"y\":[\"]\"]},1%c", i ? '}' : ']');
+        memset(p, ']', 62);
+        p += 62;
+        sprintf(p, "}");
+
+        memset(&tc, 0, sizeof(tcase_t));
+        tc.name = i ? "a mismatch at level 64, after deeper levels"
+                    : "level 64 goes on after deeper levels";
+        tc.in = b;
+        tc.has_usage = !i;
+        tc.total = !i;
+        tc.fields = i ? 0 : T;
+        tc.finish = !i;
+
+        check_case(&tc);
+        free(b);
+    }
+
     /* a million levels: nothing overflows, and it is still valid */
 
     n = 1000000;
@@ -1341,7 +1421,8 @@ check_maybe(void)
         CHUNK("qwen-plus", STOP, "null")
         CHUNK("qwen-plus", "[]", USAGE_17_4)
         ": comment\n\n"
-        DONE;
+        DONE
+        "data: {\"choices\":[]}\n\n";
 
     size_t              i, n, ev, start, at[8];
     qwen_usage_scan_t   s;
@@ -1377,13 +1458,15 @@ check_maybe(void)
         }
     }
 
-    ok(ev == 5, "maybe_usage_only", "five events");
+    ok(ev == 6, "maybe_usage_only", "six events");
     ok(at[0] < 200 && at[1] < 200, "maybe_usage_only",
        "0 within 200 bytes of an ordinary chunk's start");
     ok(at[2] == (size_t) -1, "maybe_usage_only",
        "never 0 for the usage chunk");
     ok(at[3] == (size_t) -1, "maybe_usage_only", "never 0 for a comment");
     ok(at[4] < 10, "maybe_usage_only", "0 early for [DONE]");
+    ok(at[5] == strlen("data: {\"choices\":[]"), "maybe_usage_only",
+       "0 once the JSON ends without usage");
 
     qwen_usage_scan_init(&s, 0);
     ok(!qwen_usage_scan_maybe_usage_only(&s), "maybe_usage_only",

@@ -15,7 +15,7 @@ MODULE    := $(BUILD)/ngx_http_qwen_module.so
 SOURCES   := config $(wildcard src/*.c src/*.h)
 CC_OPT    ?= -Wextra -Wno-unused-parameter
 
-.PHONY: all deps-build deps-test test run clean
+.PHONY: all deps-build deps-test test run bench clean
 
 all: $(MODULE)
 
@@ -50,3 +50,7 @@ run: $(MODULE)
 
 clean:
 	rm -rf $(BUILD) t/servroot*
+
+bench: $(MODULE)
+	@scripts/deps.sh test bench
+	@bench/run.sh

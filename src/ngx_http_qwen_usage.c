@@ -687,6 +687,21 @@ qwen_usage_json(qwen_usage_scan_t *s, const unsigned char *p,
 
         case J_NUMBER:
 
+            if (!s->num_ok
+                && (s->sub == N_INT || s->sub == N_FRAC
+                    || s->sub == N_EXP_DIGITS))
+            {
+                /* the digits of a number that is not a count */
+
+                while ((unsigned) (c - '0') <= 9) {
+                    if (++p == last) {
+                        return;
+                    }
+
+                    c = *p;
+                }
+            }
+
             digit = (unsigned) (c - '0');
 
             switch (s->sub) {
@@ -1171,11 +1186,6 @@ qwen_usage_capture(qwen_usage_scan_t *s, const unsigned char *b, size_t n)
         qwen_usage_capture_cp(s, 0xfffd);
     }
 
-    if (s->cover) {
-        /* what was decoded stays a prefix of the string */
-        return;
-    }
-
     if (s->capture == CAP_KEY) {
         buf = s->key;
         cap = QWEN_USAGE_KEY_MAX;
@@ -1186,6 +1196,7 @@ qwen_usage_capture(qwen_usage_scan_t *s, const unsigned char *b, size_t n)
     }
 
     if (n > cap - s->clen) {
+        /* fill the buffer: nothing fits after it, it stays a prefix */
         n = cap - s->clen;
         s->cover = 1;
     }

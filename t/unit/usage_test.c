@@ -829,6 +829,16 @@ static const tcase_t  cases[] = {
     { .name = "leading zero", .in = "{\"usage\":{\"total_tokens\":012}}",
       .finish = 0 },
 
+    { .name = "leading zero, not a count",
+      .in = "{\"created\":-012,\"usage\":{\"total_tokens\":12}}",
+      .finish = 0 },
+
+    { .name = "numbers that are not counts",
+      .in = "{\"created\":1717000000,\"a\":[0,-0,1.25,-3e+10,4E-2,0.5e1,"
+            "123456789012345678901234567890.123e456],\"usage\":{"
+            "\"total_tokens\":12}}",
+      .has_usage = 1, .total = 12, .fields = T, .finish = 1 },
+
     { .name = "empty body", .in = "", .finish = 0 },
 
     { .name = "white space only", .in = " \n", .finish = 0 },

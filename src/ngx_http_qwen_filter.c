@@ -190,7 +190,12 @@ ngx_http_qwen_scan_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     }
 
     while (p < last) {
-        n = qwen_usage_scan(ctx->usage, p, last - p);
+        n = qwen_usage_scan_skim(ctx->usage, p, last - p);
+
+        if (n == 0) {
+            n = qwen_usage_scan(ctx->usage, p, last - p);
+        }
+
         p += n;
     }
 
@@ -312,6 +317,23 @@ ngx_http_qwen_strip_bytes(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     us = ctx->usage;
 
     while (p < last) {
+
+        /* an ordinary chunk, whole: it goes on as it is */
+
+        n = qwen_usage_scan_skim(us, p, last - p);
+
+        if (n) {
+            if (ctx->hold_len) {
+                /* blank lines that came before it */
+                out->last = ngx_cpymem(out->last, ctx->hold, ctx->hold_len);
+                ctx->hold_len = 0;
+            }
+
+            out->last = ngx_cpymem(out->last, p, n);
+            p += n;
+            continue;
+        }
+
         n = qwen_usage_scan(us, p, last - p);
 
         if (ctx->hold_pass) {

@@ -1288,3 +1288,110 @@ qwen_usage_utf8_cut(const unsigned char *p, size_t len)
 
     return (len - i < need) ? i : len;
 }
+
+
+size_t
+qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
+    size_t len)
+{
+    const unsigned char  *last, *q, *end, *u;
+
+    s->event_ended = 0;
+    s->event_usage_only = 0;
+    s->event_done = 0;
+
+    if (!s->sse || s->line != L_START || s->block || !s->has_model
+        || len < 8 || memcmp(p, "data:", 5) != 0)
+    {
+        return 0;
+    }
+
+    last = p + len;
+    q = p + 5;
+
+    if (*q == ' ') {
+        q++;
+    }
+
+    if (*q != '{') {
+        return 0;
+    }
+
+    /* the end of the event; lines ended by "\r\n" take the long way */
+
+    end = NULL;
+
+    for (u = q; u < last; u++) {
+        u = memchr(u, '\n', last - u);
+
+        if (u == NULL) {
+            return 0;
+        }
+
+        if (u[-1] == '\r') {
+            return 0;
+        }
+
+        if (u + 1 < last && u[1] == '\n') {
+            end = u + 2;
+            break;
+        }
+    }
+
+    if (end == NULL) {
+        return 0;
+    }
+
+    for (u = q; u < end; u += 2) {
+        u = memchr(u, '\\', end - u);
+
+        if (u == NULL) {
+            break;
+        }
+
+        if (u + 1 < end && u[1] == 'u') {
+            return 0;
+        }
+    }
+
+    /* every "usage" must be a member whose value is null */
+
+    for (u = q; u < end; u++) {
+        u = memchr(u, '"', end - u);
+
+        if (u == NULL) {
+            break;
+        }
+
+        if ((size_t) (end - u) < 7 || memcmp(u, "\"usage\"", 7) != 0) {
+            continue;
+        }
+
+        u += 7;
+
+        while (u < end && (*u == ' ' || *u == '\t')) {
+            u++;
+        }
+
+        if (u == end || *u != ':') {
+            return 0;
+        }
+
+        u++;
+
+        while (u < end && (*u == ' ' || *u == '\t')) {
+            u++;
+        }
+
+        if ((size_t) (end - u) < 4 || memcmp(u, "null", 4) != 0) {
+            return 0;
+        }
+
+        u += 3;
+    }
+
+    s->events++;
+    s->event_ended = 1;
+
+    return end - p;
+}

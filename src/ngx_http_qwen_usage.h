@@ -176,4 +176,17 @@ int qwen_usage_scan_maybe_usage_only(const qwen_usage_scan_t *s);
 int qwen_usage_scan_finish(qwen_usage_scan_t *s);
 
 
+/*
+ * A fast path for streams, whose ordinary chunks carry "usage": null.  At
+ * the start of an event, if p..p+len begins with a whole event (ended by
+ * "\n\n") whose data is a JSON object in which every "usage" member is
+ * null and no \u escape could spell a member name, and the model is known
+ * already, counts it as qwen_usage_scan() would and returns its length,
+ * with event_ended set.  Otherwise returns 0 and changes nothing: the
+ * caller scans the bytes as usual.  Results are the same either way.
+ */
+size_t qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
+    size_t len);
+
+
 #endif /* _NGX_HTTP_QWEN_USAGE_H_INCLUDED_ */

@@ -159,6 +159,11 @@ record_event(result_t *r, const qwen_usage_scan_t *s, size_t off,
 
 /* scans in[0..len) cut at cuts[0..ncuts), which must be ascending */
 
+/* scan with qwen_usage_scan_skim() first, as the nginx filter does */
+static int            use_skim;
+static unsigned long  skims;
+
+
 static void
 run(const unsigned char *in, size_t len, int sse, const size_t *cuts,
     size_t ncuts, result_t *r)
@@ -196,7 +201,19 @@ run(const unsigned char *in, size_t len, int sse, const size_t *cuts,
         }
 
         while (n) {
-            k = qwen_usage_scan(&s, q, n);
+            k = use_skim ? qwen_usage_scan_skim(&s, q, n) : 0;
+
+            if (k) {
+                skims++;
+
+                if (!s.event_ended || k > n) {
+                    r->bad = "skim took bytes without ending an event";
+                    break;
+                }
+
+            } else {
+                k = qwen_usage_scan(&s, q, n);
+            }
 
             if (k > n) {
                 r->bad = "consumed more than it was given";
@@ -407,6 +424,38 @@ split_every_way(const unsigned char *in, size_t len, int sse, int every,
         bad |= 2;
     }
 
+    /* (e) with the stream fast path: whole, at every offset, bytewise */
+
+    use_skim = 1;
+
+    run(in, len, sse, NULL, 0, &r);
+
+    if (!same(&r, whole)) {
+        if (!quiet) {
+            show("whole", whole);
+            show("skim", &r);
+        }
+
+        bad |= 8;
+    }
+
+    for (k = 0; every && k <= len && !(bad & 8); k++) {
+        cuts[0] = k;
+        run(in, len, sse, cuts, 1, &r);
+
+        if (!same(&r, whole)) {
+            if (!quiet) {
+                printf("  skim, split at %zu differs\n", k);
+                show("whole", whole);
+                show("skim", &r);
+            }
+
+            bad |= 8;
+        }
+    }
+
+    use_skim = 0;
+
     /* (d) random pieces: a few, then any number */
 
     for (i = 0; i < (size_t) nrandom; i++) {
@@ -450,6 +499,7 @@ check_case(const tcase_t *tc)
 
     ok(!(bad & 2), tc->name, "one byte at a time");
     ok(!(bad & 4), tc->name, "random pieces");
+    ok(!(bad & 8), tc->name, "with the stream fast path");
 
     /* (a) the results of the whole scan */
 
@@ -1574,6 +1624,9 @@ main(void)
     check_built();
     check_maybe();
     check_api();
+
+    /* the fast path must have been taken, or (e) proved nothing */
+    ok(skims > 100, "skim", "the stream fast path was taken");
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         check_mutations(&cases[i], cases[i].len == 0

@@ -1363,7 +1363,11 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
             break;
         }
 
-        if ((size_t) (end - u) < 7 || memcmp(u, "\"usage\"", 7) != 0) {
+        /* most quotes open other names: look at two bytes before the rest */
+
+        if ((size_t) (end - u) < 7 || u[1] != 'u' || u[6] != '"'
+            || u[2] != 's' || u[3] != 'a' || u[4] != 'g' || u[5] != 'e')
+        {
             continue;
         }
 
@@ -1383,7 +1387,9 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
             u++;
         }
 
-        if ((size_t) (end - u) < 4 || memcmp(u, "null", 4) != 0) {
+        if ((size_t) (end - u) < 4
+            || u[0] != 'n' || u[1] != 'u' || u[2] != 'l' || u[3] != 'l')
+        {
             return 0;
         }
 

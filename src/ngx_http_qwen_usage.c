@@ -1317,7 +1317,12 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
         return 0;
     }
 
-    /* the end of the event; lines ended by "\r\n" take the long way */
+    /*
+     * A few long memchr() runs rather than a look at every byte: the
+     * blank line that ends the event (lines ended by "\r\n" take the long
+     * way), no \u escape that could spell a name, and every "usage" a
+     * member whose value is null, found by its rare letter 'g'.
+     */
 
     end = NULL;
 
@@ -1354,24 +1359,22 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
         }
     }
 
-    /* every "usage" must be a member whose value is null */
-
-    for (u = q; u < end; u++) {
-        u = memchr(u, '"', end - u);
+    for (u = q + 4; u < end; u++) {
+        u = memchr(u, 'g', end - u);
 
         if (u == NULL) {
             break;
         }
 
-        /* most quotes open other names: look at two bytes before the rest */
+        /* "usa" 'g' "e\"" */
 
-        if ((size_t) (end - u) < 7 || u[1] != 'u' || u[6] != '"'
-            || u[2] != 's' || u[3] != 'a' || u[4] != 'g' || u[5] != 'e')
+        if (end - u < 3 || u[1] != 'e' || u[2] != '"' || u[-1] != 'a'
+            || u[-2] != 's' || u[-3] != 'u' || u[-4] != '"')
         {
             continue;
         }
 
-        u += 7;
+        u += 3;
 
         while (u < end && (*u == ' ' || *u == '\t')) {
             u++;
@@ -1387,7 +1390,7 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
             u++;
         }
 
-        if ((size_t) (end - u) < 4
+        if (end - u < 4
             || u[0] != 'n' || u[1] != 'u' || u[2] != 'l' || u[3] != 'l')
         {
             return 0;

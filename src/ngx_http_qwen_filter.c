@@ -31,6 +31,8 @@ static ngx_int_t ngx_http_qwen_strip(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out);
 static ngx_int_t ngx_http_qwen_strip_bytes(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, u_char *p, u_char *last, ngx_buf_t *out);
+static u_char *ngx_http_qwen_skim_run(qwen_usage_scan_t *us, u_char *p,
+    u_char *last);
 static ngx_int_t ngx_http_qwen_hold_grow(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, size_t size);
 static ngx_int_t ngx_http_qwen_buf_bytes(ngx_http_request_t *r,
@@ -213,7 +215,7 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_chain_t *in, ngx_chain_t **out)
 {
     size_t        size;
-    u_char       *p, *last, *start, *end;
+    u_char       *p, *last, *start, *end, *skimmed;
     ngx_buf_t    *b, *ib;
     ngx_chain_t  *cl, **ll;
 
@@ -224,6 +226,30 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
         if (ngx_http_qwen_buf_bytes(r, ib, &p, &last) != NGX_OK) {
             return NGX_ERROR;
+        }
+
+        /*
+         * A buffer of ordinary chunks only goes on as it is, uncopied;
+         * otherwise the chunks skimmed before the first that is not one
+         * are copied first.
+         */
+
+        skimmed = p;
+
+        if (ctx->hold_len == 0 && ngx_buf_in_memory(ib) && !ib->last_buf) {
+            skimmed = ngx_http_qwen_skim_run(ctx->usage, p, last);
+
+            if (skimmed == last) {
+                cl = ngx_alloc_chain_link(r->pool);
+                if (cl == NULL) {
+                    return NGX_ERROR;
+                }
+
+                cl->buf = ib;
+                *ll = cl;
+                ll = &cl->next;
+                continue;
+            }
         }
 
         size = (last - p) + ctx->hold_len;
@@ -260,7 +286,9 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         b->last_buf = ib->last_buf;
         b->last_in_chain = ib->last_in_chain;
 
-        if (ngx_http_qwen_strip_bytes(r, ctx, p, last, b) != NGX_OK) {
+        b->last = ngx_cpymem(b->last, p, skimmed - p);
+
+        if (ngx_http_qwen_strip_bytes(r, ctx, skimmed, last, b) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -379,6 +407,30 @@ ngx_http_qwen_strip_bytes(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Takes the whole ordinary events at p, as many as follow one another;
+ * returns where they end.
+ */
+
+static u_char *
+ngx_http_qwen_skim_run(qwen_usage_scan_t *us, u_char *p, u_char *last)
+{
+    size_t  n;
+
+    while (p < last) {
+        n = qwen_usage_scan_skim(us, p, last - p);
+
+        if (n == 0) {
+            break;
+        }
+
+        p += n;
+    }
+
+    return p;
 }
 
 

@@ -20,6 +20,7 @@ function stream(hostport) {
     let carry = '';
     const req = http.request({ host, port, method: 'POST', path: '/paced/',
       headers: { 'content-type': 'application/json',
+                 'authorization': 'Bearer sk-mock',
                  'content-length': body.length,
                  'x-mock-interval-ms': '1', 'x-mock-chunks': String(EVENTS) },
       agent: false }, (res) => {

@@ -15,7 +15,7 @@ MODULE    := $(BUILD)/ngx_http_qwen_module.so
 SOURCES   := config $(wildcard src/*.c src/*.h)
 CC_OPT    ?= -Wextra -Wno-unused-parameter
 
-.PHONY: all deps-build deps-test test run bench clean
+.PHONY: all deps-build deps-test test run bench soak clean
 
 all: $(MODULE)
 
@@ -54,3 +54,7 @@ clean:
 bench: $(MODULE)
 	@scripts/deps.sh test bench
 	@bench/run.sh
+
+soak: $(MODULE)
+	@scripts/deps.sh test bench
+	@bench/soak.sh

@@ -1,0 +1,142 @@
+# The benchmark's setup, shared by run.sh and soak.sh: the canned mock
+# upstream, the gateway (plain proxy_pass and the module), the paced mock.
+# Sourced from the repository's top directory.
+
+repo=$(pwd)
+work=$repo/build/bench
+dur=${BENCH_DURATION:-10s}
+nginx=${QWEN_NGINX:-/usr/sbin/nginx}
+so=$repo/build/ngx_http_qwen_module.so
+ncpu=$(nproc)
+gw_cpu=$(( ncpu > 1 ? 1 : 0 ))
+
+rm -rf "$work"
+mkdir -p "$work"/{mock,gw}/{conf,logs}
+python3 bench/gen.py "$work/data" >/dev/null
+
+# the mock: canned answers as static files; a POST to a static file is a
+# 405, which error_page turns into a GET of the answer
+cat > "$work/mock/conf/nginx.conf" <<EOC
+worker_processes 1;
+worker_cpu_affinity 1;
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_max_body_size 0;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:19901 backlog=4096;
+        root $work/data;
+        location = /compatible-mode/v1/chat/completions {
+            if (\$http_x_bench_error) {
+                return 500 '{"error":{"message":"The service is down.","type":"server_error","param":null,"code":"InternalError"}}';
+            }
+            if (\$http_x_bench_stream) {
+                error_page 405 =200 /answer.sse;
+                return 405;
+            }
+            error_page 405 =200 /answer.json;
+            return 405;
+        }
+        location = /answer.json {
+            internal;
+            default_type application/json;
+        }
+        location = /answer.sse {
+            internal;
+            types { }
+            default_type text/event-stream;
+        }
+    }
+}
+EOC
+
+cat > "$work/gw/conf/nginx.conf" <<EOC
+load_module $so;
+worker_processes 1;
+worker_cpu_affinity $( [ $gw_cpu = 1 ] && echo 10 || echo 1 );
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_max_body_size 16m;
+    client_body_buffer_size 1m;
+    keepalive_requests 1000000;
+
+    upstream mock {
+        server 127.0.0.1:19901;
+        keepalive 128;
+    }
+
+    upstream paced {
+        server 127.0.0.1:19902;
+        keepalive 128;
+    }
+
+    qwen_models_file $repo/conf-examples/qwen-models.json;
+    qwen_region bench url=http://mock key=sk-bench;
+    qwen_region paced url=http://paced key=sk-mock;
+    qwen_metrics_zone qwen 1m;
+
+    # the floor: nginx's own proxy_pass, same keepalive and buffering
+    server {
+        listen 127.0.0.1:19911 backlog=4096;
+        location /v1/ {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://mock/compatible-mode\$uri;
+        }
+        location /paced/ {
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_pass http://paced/compatible-mode/v1/chat/completions;
+        }
+    }
+
+    # the module, everything on
+    server {
+        listen 127.0.0.1:19912 backlog=4096;
+        location /v1/ {
+            qwen_gateway on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass \$qwen_upstream/compatible-mode\$uri;
+        }
+        location /paced/ {
+            qwen_gateway on;
+            qwen_default_region paced;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_pass \$qwen_upstream/compatible-mode/v1/chat/completions;
+        }
+        location = /metrics { qwen_status; }
+    }
+}
+EOC
+
+taskset -c 0 "$nginx" -p "$work/mock/" -c "$work/mock/conf/nginx.conf"
+"$nginx" -p "$work/gw/" -c "$work/gw/conf/nginx.conf"
+taskset -c 0 node t/mock/dashscope.js --port 19902 --key sk-mock \
+    >"$work/paced-mock.log" 2>&1 &
+paced_pid=$!
+
+cleanup() {
+    "$nginx" -p "$work/mock/" -c "$work/mock/conf/nginx.conf" -s stop || true
+    "$nginx" -p "$work/gw/" -c "$work/gw/conf/nginx.conf" -s stop || true
+    kill $paced_pid 2>/dev/null || true
+}
+trap cleanup EXIT
+sleep 1
+
+gw_worker=$(pgrep -P "$(cat "$work/gw/logs/nginx.pid")" | head -1)
+
+# CPU time of the gateway worker, in clock ticks
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$gw_worker/stat"
+}
+

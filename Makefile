@@ -15,7 +15,7 @@ MODULE    := $(BUILD)/ngx_http_qwen_module.so
 SOURCES   := config $(wildcard src/*.c src/*.h)
 CC_OPT    ?= -Wextra -Wno-unused-parameter
 
-.PHONY: all deps-build deps-test test run bench soak clean
+.PHONY: all deps-build deps-test test run bench soak analyze clean
 
 all: $(MODULE)
 
@@ -58,3 +58,7 @@ bench: $(MODULE)
 soak: $(MODULE)
 	@scripts/deps.sh test bench
 	@bench/soak.sh
+
+analyze: $(MODULE)
+	@scripts/deps.sh analyze
+	@scripts/analyze.sh

@@ -13,6 +13,7 @@ for group in "$@"; do
         bench) want+=(wrk util-linux procps) ;;
         fuzz)  want+=(clang libclang-rt-14-dev libcjson-dev) ;;
         valgrind) want+=(valgrind) ;;
+        analyze) want+=(cppcheck clang) ;;
         *) echo "deps.sh: unknown group '$group'" >&2; exit 2 ;;
     esac
 done

@@ -286,7 +286,9 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         b->last_buf = ib->last_buf;
         b->last_in_chain = ib->last_in_chain;
 
-        b->last = ngx_cpymem(b->last, p, skimmed - p);
+        if (skimmed != p) {
+            b->last = ngx_cpymem(b->last, p, skimmed - p);
+        }
 
         if (ngx_http_qwen_strip_bytes(r, ctx, skimmed, last, b) != NGX_OK) {
             return NGX_ERROR;

@@ -15,7 +15,7 @@ MODULE    := $(BUILD)/ngx_http_qwen_module.so
 SOURCES   := config $(wildcard src/*.c src/*.h)
 CC_OPT    ?= -Wextra -Wno-unused-parameter
 
-.PHONY: all deps-build deps-test test run bench soak analyze clean
+.PHONY: all deps-build deps-test test run bench soak analyze valgrind clean
 
 all: $(MODULE)
 
@@ -62,3 +62,15 @@ soak: $(MODULE)
 analyze: $(MODULE)
 	@scripts/deps.sh analyze
 	@scripts/analyze.sh
+
+# the Test::Nginx suite with nginx under valgrind's memcheck; a valgrind
+# error or definite leak fails the test (valgrind.suppress: nginx's own
+# allocations that are never freed at exit)
+valgrind: deps-test $(MODULE)
+	@scripts/deps.sh valgrind
+	@TEST_NGINX_USE_VALGRIND=1 scripts/run-tests.sh $(VALGRIND_TESTS)
+
+VALGRIND_TESTS ?= t/010-config.t t/020-transform.t t/030-bad-input.t \
+                  t/040-body-layout.t t/050-region.t t/060-upstream.t \
+                  t/070-models.t t/080-openai-client.t t/100-usage.t \
+                  t/110-metrics.t

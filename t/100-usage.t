@@ -404,3 +404,23 @@ qwen: usage of model "qwen-plus" not read: the upstream answered with Content-En
 qwen-usage qwen-plus p=-
 --- no_error_log
 [error]
+
+
+
+=== TEST 24: the model and stream_options edits together, body in one buffer
+--- more_headers
+X-Mock-Echo: body
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"qwen/qwen-plus","stream":true,"stream_options":{"x":null},"n":2}'
+--- response_body eval
+'{"model":"qwen-plus","stream":true,"stream_options":{"include_usage":true,"x":null},"n":2}'
+
+
+
+=== TEST 25: both edits on a chunked body of one-byte chunks
+--- raw_request eval
+my $body = '{"stream":true,"model":"alibaba-cloud/qwen-max","messages":[{"role":"user","content":"hi"}]}';
+"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Mock-Echo: body\r\nTransfer-Encoding: chunked\r\n\r\n"
+. join("", map { "1\r\n$_\r\n" } split //, $body) . "0\r\n\r\n"
+--- response_body eval
+'{"stream":true,"model":"qwen-max","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}'

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "ngx_http_qwen_json.h"
+#include "ngx_http_qwen_json_text.h"
 
 
 enum {
@@ -62,6 +63,8 @@ static void qwen_json_string_end(qwen_json_scan_t *s, int64_t end);
 static void qwen_json_name_end(qwen_json_scan_t *s);
 static void qwen_json_capture_byte(qwen_json_scan_t *s, unsigned char c);
 static void qwen_json_capture_cp(qwen_json_scan_t *s, uint32_t cp);
+static void qwen_json_capture_bytes(qwen_json_scan_t *s,
+    const unsigned char *u, size_t n);
 static int qwen_json_number(qwen_json_scan_t *s, unsigned char c);
 
 
@@ -253,37 +256,20 @@ qwen_json_scan(qwen_json_scan_t *s, const unsigned char *p, size_t len)
 
         case S_ESCAPE:
 
-            switch (c) {
-            case '"':
-            case '\\':
-            case '/':
-                break;
-            case 'b':
-                c = '\b';
-                break;
-            case 'f':
-                c = '\f';
-                break;
-            case 'n':
-                c = '\n';
-                break;
-            case 'r':
-                c = '\r';
-                break;
-            case 't':
-                c = '\t';
-                break;
-            case 'u':
+            if (c == 'u') {
                 s->state = S_UNICODE;
                 s->hex = 0;
                 s->cp = 0;
-                goto next;
-            default:
+                break;
+            }
+
+            if (qwen_json_simple_escape(c) < 0) {
                 return qwen_json_fail(s, "invalid escape in a string");
             }
 
             if (s->capture) {
-                qwen_json_capture_byte(s, c);
+                qwen_json_capture_byte(s, (unsigned char)
+                                          qwen_json_simple_escape(c));
             }
 
             s->state = S_STRING;
@@ -291,15 +277,11 @@ qwen_json_scan(qwen_json_scan_t *s, const unsigned char *p, size_t len)
 
         case S_UNICODE:
 
-            if (c >= '0' && c <= '9') {
-                s->cp = (s->cp << 4) | (uint32_t) (c - '0');
-
-            } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-                s->cp = (s->cp << 4) | (uint32_t) ((c | 0x20) - 'a' + 10);
-
-            } else {
+            if (qwen_json_hex(c) < 0) {
                 return qwen_json_fail(s, "invalid \\u escape in a string");
             }
+
+            s->cp = (s->cp << 4) | (uint32_t) qwen_json_hex(c);
 
             if (++s->hex == 4) {
                 if (s->capture) {
@@ -337,8 +319,6 @@ qwen_json_scan(qwen_json_scan_t *s, const unsigned char *p, size_t len)
 
             break;
         }
-
-    next:
 
         p++;
         s->offset++;
@@ -536,8 +516,10 @@ qwen_json_value_end(qwen_json_scan_t *s, int64_t end)
 static void
 qwen_json_string_end(qwen_json_scan_t *s, int64_t end)
 {
+    unsigned char  u[QWEN_JSON_UNICODE_MAX];
+
     if (s->capture && s->high) {
-        qwen_json_capture_cp(s, 0xfffd);
+        qwen_json_capture_bytes(s, u, qwen_json_unpaired(&s->high, u));
     }
 
     if (s->in_key) {
@@ -609,69 +591,31 @@ qwen_json_name_end(qwen_json_scan_t *s)
 static void
 qwen_json_capture_byte(qwen_json_scan_t *s, unsigned char c)
 {
+    unsigned char  u[QWEN_JSON_UNICODE_MAX];
+
     if (s->high) {
-        s->high = 0;
-        qwen_json_capture_cp(s, 0xfffd);
+        qwen_json_capture_bytes(s, u, qwen_json_unpaired(&s->high, u));
     }
 
-    if (s->clen < s->ccap) {
-        s->cbuf[s->clen++] = c;
-
-    } else {
-        s->capture_overflow = 1;
-    }
+    qwen_json_capture_bytes(s, &c, 1);
 }
 
-
-/* appends a \u escape's code point as UTF-8, pairing surrogates */
 
 static void
 qwen_json_capture_cp(qwen_json_scan_t *s, uint32_t cp)
 {
-    size_t         n;
-    unsigned char  u[4];
+    unsigned char  u[QWEN_JSON_UNICODE_MAX];
 
-    if (s->high) {
-        if (cp >= 0xdc00 && cp <= 0xdfff) {
-            cp = 0x10000 + ((s->high - 0xd800) << 10) + (cp - 0xdc00);
-            s->high = 0;
+    qwen_json_capture_bytes(s, u, qwen_json_unicode(&s->high, cp, u));
+}
 
-        } else {
-            s->high = 0;
-            qwen_json_capture_cp(s, 0xfffd);
-        }
 
-    } else if (cp >= 0xd800 && cp <= 0xdbff) {
-        s->high = cp;
-        return;
+/* whole characters only: a name or model that does not fit is cut off */
 
-    } else if (cp >= 0xdc00 && cp <= 0xdfff) {
-        cp = 0xfffd;
-    }
-
-    if (cp < 0x80) {
-        u[0] = (unsigned char) cp;
-        n = 1;
-
-    } else if (cp < 0x800) {
-        u[0] = (unsigned char) (0xc0 | (cp >> 6));
-        u[1] = (unsigned char) (0x80 | (cp & 0x3f));
-        n = 2;
-
-    } else if (cp < 0x10000) {
-        u[0] = (unsigned char) (0xe0 | (cp >> 12));
-        u[1] = (unsigned char) (0x80 | ((cp >> 6) & 0x3f));
-        u[2] = (unsigned char) (0x80 | (cp & 0x3f));
-        n = 3;
-
-    } else {
-        u[0] = (unsigned char) (0xf0 | (cp >> 18));
-        u[1] = (unsigned char) (0x80 | ((cp >> 12) & 0x3f));
-        u[2] = (unsigned char) (0x80 | ((cp >> 6) & 0x3f));
-        u[3] = (unsigned char) (0x80 | (cp & 0x3f));
-        n = 4;
-    }
-
+static void
+qwen_json_capture_bytes(qwen_json_scan_t *s, const unsigned char *u,
+    size_t n)
+{
     if (s->clen + n <= s->ccap) {
         memcpy(s->cbuf + s->clen, u, n);
         s->clen += n;

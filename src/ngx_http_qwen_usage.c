@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "ngx_http_qwen_usage.h"
+#include "ngx_http_qwen_json_text.h"
 
 
 /* the SSE line parser's states */
@@ -139,6 +140,8 @@ static void qwen_usage_name_end(qwen_usage_scan_t *s);
 static void qwen_usage_number_end(qwen_usage_scan_t *s);
 static void qwen_usage_capture(qwen_usage_scan_t *s, const unsigned char *b,
     size_t n);
+static void qwen_usage_capture_raw(qwen_usage_scan_t *s,
+    const unsigned char *b, size_t n);
 static void qwen_usage_capture_cp(qwen_usage_scan_t *s, uint32_t cp);
 static size_t qwen_usage_utf8_cut(const unsigned char *p, size_t len);
 
@@ -624,38 +627,21 @@ qwen_usage_json(qwen_usage_scan_t *s, const unsigned char *p,
 
         case J_ESCAPE:
 
-            switch (c) {
-            case '"':
-            case '\\':
-            case '/':
-                break;
-            case 'b':
-                c = '\b';
-                break;
-            case 'f':
-                c = '\f';
-                break;
-            case 'n':
-                c = '\n';
-                break;
-            case 'r':
-                c = '\r';
-                break;
-            case 't':
-                c = '\t';
-                break;
-            case 'u':
+            if (c == 'u') {
                 s->state = J_UNICODE;
                 s->hex = 0;
                 s->cp = 0;
                 p++;
                 continue;
-            default:
+            }
+
+            if (qwen_json_simple_escape(c) < 0) {
                 s->state = J_ERROR;
                 return;
             }
 
             if (s->capture) {
+                c = (unsigned char) qwen_json_simple_escape(c);
                 qwen_usage_capture(s, &c, 1);
             }
 
@@ -664,16 +650,12 @@ qwen_usage_json(qwen_usage_scan_t *s, const unsigned char *p,
 
         case J_UNICODE:
 
-            if (c >= '0' && c <= '9') {
-                s->cp = (s->cp << 4) | (uint32_t) (c - '0');
-
-            } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-                s->cp = (s->cp << 4) | (uint32_t) ((c | 0x20) - 'a' + 10);
-
-            } else {
+            if (qwen_json_hex(c) < 0) {
                 s->state = J_ERROR;
                 return;
             }
+
+            s->cp = (s->cp << 4) | (uint32_t) qwen_json_hex(c);
 
             if (++s->hex == 4) {
                 if (s->capture) {
@@ -1059,9 +1041,10 @@ qwen_usage_value_end(qwen_usage_scan_t *s)
 static void
 qwen_usage_string_end(qwen_usage_scan_t *s)
 {
+    unsigned char  u[QWEN_JSON_UNICODE_MAX];
+
     if (s->capture && s->high) {
-        s->high = 0;
-        qwen_usage_capture_cp(s, 0xfffd);
+        qwen_usage_capture_raw(s, u, qwen_json_unpaired(&s->high, u));
     }
 
     if (s->in_key) {
@@ -1177,14 +1160,20 @@ qwen_usage_number_end(qwen_usage_scan_t *s)
 static void
 qwen_usage_capture(qwen_usage_scan_t *s, const unsigned char *b, size_t n)
 {
+    unsigned char  u[QWEN_JSON_UNICODE_MAX];
+
+    /* a high surrogate that no low one follows */
+    qwen_usage_capture_raw(s, u, qwen_json_unpaired(&s->high, u));
+    qwen_usage_capture_raw(s, b, n);
+}
+
+
+static void
+qwen_usage_capture_raw(qwen_usage_scan_t *s, const unsigned char *b,
+    size_t n)
+{
     size_t          cap;
     unsigned char  *buf;
-
-    if (s->high) {
-        /* a high surrogate that no low one follows */
-        s->high = 0;
-        qwen_usage_capture_cp(s, 0xfffd);
-    }
 
     if (s->capture == CAP_KEY) {
         buf = s->key;
@@ -1212,56 +1201,11 @@ static void
 qwen_usage_capture_cp(qwen_usage_scan_t *s, uint32_t cp)
 {
     size_t         n;
-    unsigned char  u[4];
+    unsigned char  u[QWEN_JSON_UNICODE_MAX];
 
-    if (s->high) {
-        if (cp >= 0xdc00 && cp <= 0xdfff) {
-            cp = 0x10000 + ((s->high - 0xd800) << 10) + (cp - 0xdc00);
-            s->high = 0;
+    n = qwen_json_unicode(&s->high, cp, u);
 
-        } else {
-            s->high = 0;
-            qwen_usage_capture_cp(s, 0xfffd);
-        }
-
-    } else if (cp >= 0xd800 && cp <= 0xdbff) {
-        s->high = cp;
-        return;
-
-    } else if (cp >= 0xdc00 && cp <= 0xdfff) {
-        cp = 0xfffd;
-    }
-
-    if (cp >= 0xd800 && cp <= 0xdbff) {
-        /* a high surrogate after an unpaired one */
-        s->high = cp;
-        return;
-    }
-
-    if (cp < 0x80) {
-        u[0] = (unsigned char) cp;
-        n = 1;
-
-    } else if (cp < 0x800) {
-        u[0] = (unsigned char) (0xc0 | (cp >> 6));
-        u[1] = (unsigned char) (0x80 | (cp & 0x3f));
-        n = 2;
-
-    } else if (cp < 0x10000) {
-        u[0] = (unsigned char) (0xe0 | (cp >> 12));
-        u[1] = (unsigned char) (0x80 | ((cp >> 6) & 0x3f));
-        u[2] = (unsigned char) (0x80 | (cp & 0x3f));
-        n = 3;
-
-    } else {
-        u[0] = (unsigned char) (0xf0 | (cp >> 18));
-        u[1] = (unsigned char) (0x80 | ((cp >> 12) & 0x3f));
-        u[2] = (unsigned char) (0x80 | ((cp >> 6) & 0x3f));
-        u[3] = (unsigned char) (0x80 | (cp & 0x3f));
-        n = 4;
-    }
-
-    qwen_usage_capture(s, u, n);
+    qwen_usage_capture_raw(s, u, n);
 }
 
 

@@ -300,3 +300,12 @@ HEAD /v1/chat/completions
 [400, 404]
 --- response_body_like eval
 [qr/invalid_model/, qr/model_not_found/]
+
+
+
+=== TEST 24: unpaired surrogates in a model name decode to U+FFFD, never to a surrogate
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"\ud83d\ud83dx\udc00"}'
+--- error_code: 404
+--- response_body eval
+"{\"error\":{\"message\":\"The model `\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbd` does not exist or you do not have access to it.\",\"type\":\"invalid_request_error\",\"param\":\"model\",\"code\":\"model_not_found\"}}\n"

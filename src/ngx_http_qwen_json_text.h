@@ -1,0 +1,150 @@
+
+/*
+ * Copyright (C) the ngx_http_qwen_module authors
+ *
+ * What both JSON scanners (the request's and the answer's) need to decode
+ * the strings they keep: simple escapes, and \u escapes as UTF-8 with
+ * surrogates paired.  Plain C, inline.
+ */
+
+
+#ifndef _NGX_HTTP_QWEN_JSON_TEXT_H_INCLUDED_
+#define _NGX_HTTP_QWEN_JSON_TEXT_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+/* the most bytes qwen_json_unicode() writes */
+#define QWEN_JSON_UNICODE_MAX  7
+
+
+/* the byte a simple escape stands for ("\n" -> '\n'), or -1 */
+
+static inline int
+qwen_json_simple_escape(unsigned char c)
+{
+    switch (c) {
+    case '"':
+    case '\\':
+    case '/':
+        return c;
+    case 'b':
+        return '\b';
+    case 'f':
+        return '\f';
+    case 'n':
+        return '\n';
+    case 'r':
+        return '\r';
+    case 't':
+        return '\t';
+    default:
+        return -1;
+    }
+}
+
+
+/* the value of a hexadecimal digit, or -1 */
+
+static inline int
+qwen_json_hex(unsigned char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+static inline size_t
+qwen_json_utf8(uint32_t cp, unsigned char *u)
+{
+    if (cp < 0x80) {
+        u[0] = (unsigned char) cp;
+        return 1;
+    }
+
+    if (cp < 0x800) {
+        u[0] = (unsigned char) (0xc0 | (cp >> 6));
+        u[1] = (unsigned char) (0x80 | (cp & 0x3f));
+        return 2;
+    }
+
+    if (cp < 0x10000) {
+        u[0] = (unsigned char) (0xe0 | (cp >> 12));
+        u[1] = (unsigned char) (0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (unsigned char) (0x80 | (cp & 0x3f));
+        return 3;
+    }
+
+    u[0] = (unsigned char) (0xf0 | (cp >> 18));
+    u[1] = (unsigned char) (0x80 | ((cp >> 12) & 0x3f));
+    u[2] = (unsigned char) (0x80 | ((cp >> 6) & 0x3f));
+    u[3] = (unsigned char) (0x80 | (cp & 0x3f));
+    return 4;
+}
+
+
+/*
+ * The bytes a \u escape adds to a decoded string: *high keeps a high
+ * surrogate until its low one comes; an unpaired surrogate becomes U+FFFD.
+ * Writes at most QWEN_JSON_UNICODE_MAX bytes to u; returns how many.
+ */
+
+static inline size_t
+qwen_json_unicode(uint32_t *high, uint32_t cp, unsigned char *u)
+{
+    size_t  n;
+
+    n = 0;
+
+    if (*high) {
+        if (cp >= 0xdc00 && cp <= 0xdfff) {
+            cp = 0x10000 + ((*high - 0xd800) << 10) + (cp - 0xdc00);
+            *high = 0;
+            return qwen_json_utf8(cp, u);
+        }
+
+        *high = 0;
+        n = qwen_json_utf8(0xfffd, u);
+    }
+
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        *high = cp;
+        return n;
+    }
+
+    if (cp >= 0xdc00 && cp <= 0xdfff) {
+        cp = 0xfffd;
+    }
+
+    return n + qwen_json_utf8(cp, u + n);
+}
+
+
+/* a high surrogate still waiting when a plain byte or the string's end
+ * comes: U+FFFD; returns the bytes written to u (at most 3) */
+
+static inline size_t
+qwen_json_unpaired(uint32_t *high, unsigned char *u)
+{
+    if (*high == 0) {
+        return 0;
+    }
+
+    *high = 0;
+
+    return qwen_json_utf8(0xfffd, u);
+}
+
+
+#endif /* _NGX_HTTP_QWEN_JSON_TEXT_H_INCLUDED_ */

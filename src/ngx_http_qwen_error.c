@@ -126,3 +126,35 @@ ngx_http_qwen_error_field(u_char *p, const char *name, const char *value)
 
     return p;
 }
+
+
+/*
+ * The read-only handlers (the model list, the status): GET and HEAD only;
+ * anything else gets 405 with Allow.  Returns NGX_DECLINED when the method
+ * is fine, or what the handler returns.
+ */
+
+ngx_int_t
+ngx_http_qwen_read_only(ngx_http_request_t *r, const char *what)
+{
+    ngx_int_t              rc;
+    ngx_http_qwen_error_t  err;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: rejected request: method %V on the %s",
+                      &r->method_name, what);
+
+        ngx_http_qwen_error_set(&err, NGX_HTTP_NOT_ALLOWED,
+                                "invalid_request_error", "method_not_allowed",
+                                NULL, (u_char *) "Only GET is allowed here.",
+                                sizeof("Only GET is allowed here.") - 1);
+        err.allow = "GET, HEAD";
+
+        return ngx_http_qwen_send_error(r, &err);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    return (rc == NGX_OK) ? NGX_DECLINED : rc;
+}

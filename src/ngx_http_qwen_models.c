@@ -69,25 +69,10 @@ ngx_http_qwen_models_handler(ngx_http_request_t *r)
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_chain_t                 out;
-    ngx_http_qwen_error_t       err;
     ngx_http_qwen_main_conf_t  *qmcf;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "qwen: rejected request: method %V on the model list",
-                      &r->method_name);
-
-        ngx_http_qwen_error_set(&err, NGX_HTTP_NOT_ALLOWED,
-                                "invalid_request_error", "method_not_allowed",
-                                NULL, (u_char *) "Only GET is allowed here.",
-                                sizeof("Only GET is allowed here.") - 1);
-        err.allow = "GET, HEAD";
-
-        return ngx_http_qwen_send_error(r, &err);
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    rc = ngx_http_qwen_read_only(r, "model list");
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 

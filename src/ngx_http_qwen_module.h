@@ -239,6 +239,7 @@ void ngx_http_qwen_error_set(ngx_http_qwen_error_t *err, ngx_uint_t status,
     size_t len);
 ngx_int_t ngx_http_qwen_send_error(ngx_http_request_t *r,
     ngx_http_qwen_error_t *err);
+ngx_int_t ngx_http_qwen_read_only(ngx_http_request_t *r, const char *what);
 
 /* ngx_http_qwen_models.c */
 ngx_int_t ngx_http_qwen_models_build(ngx_conf_t *cf,

@@ -87,23 +87,13 @@ ngx_http_qwen_status_handler(ngx_http_request_t *r)
     ngx_int_t                     rc;
     ngx_uint_t                    n;
     ngx_chain_t                  *out;
-    ngx_http_qwen_error_t         err;
     ngx_http_qwen_snapshot_t      snap;
     ngx_http_qwen_loc_conf_t     *qlcf;
     ngx_http_qwen_main_conf_t    *qmcf;
     ngx_http_qwen_model_total_t  *totals;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        ngx_http_qwen_error_set(&err, NGX_HTTP_NOT_ALLOWED,
-                                "invalid_request_error", "method_not_allowed",
-                                NULL, (u_char *) "Only GET is allowed here.",
-                                sizeof("Only GET is allowed here.") - 1);
-        err.allow = "GET, HEAD";
-        return ngx_http_qwen_send_error(r, &err);
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    rc = ngx_http_qwen_read_only(r, "status");
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 

@@ -1263,7 +1263,7 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
 
     /*
      * A few long memchr() runs rather than a look at every byte: the
-     * blank line that ends the event (lines ended by "\r\n" take the long
+     * blank line that ends the event (events with a '\r' take the long
      * way), no \u escape that could spell a name, and every "usage" a
      * member whose value is null, found by its rare letter 'g'.
      */
@@ -1277,10 +1277,6 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
             return 0;
         }
 
-        if (u[-1] == '\r') {
-            return 0;
-        }
-
         if (u + 1 < last && u[1] == '\n') {
             end = u + 2;
             break;
@@ -1288,6 +1284,12 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
     }
 
     if (end == NULL) {
+        return 0;
+    }
+
+    /* a lone '\r' ends a line too: such events take the long way */
+
+    if (memchr(q, '\r', end - q) != NULL) {
         return 0;
     }
 

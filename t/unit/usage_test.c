@@ -674,6 +674,12 @@ check_mutations(const tcase_t *tc, int count)
 
 static const tcase_t  cases[] = {
 
+    /* found by fuzz/usage_fuzz.c: skim took it for one event */
+    { .name = "a lone CR ends a line: the [DONE] after it is seen",
+      .sse = 1,
+      .in = "data: {\"model\":\"m\"}\n\ndata: {}\n\rdata: [DONE]\n\n",
+      .model = "m", .events = 3, .evs = "..D", .finish = 1 },
+
     { .name = "non-stream chat completion (mock)",
       .in = "{\"id\":\"chatcmpl-0b1c\",\"object\":\"chat.completion\","
             "\"created\":1717000000,\"model\":\"qwen-max\",\"choices\":[{"

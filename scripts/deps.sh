@@ -9,7 +9,7 @@ for group in "$@"; do
         build) want+=(gcc make nginx nginx-dev libcjson-dev) ;;
         run)   want+=(gcc make nginx nginx-dev libcjson-dev nodejs) ;;
         test)  want+=(gcc make nginx nginx-dev libcjson-dev nodejs npm perl
-                      curl python3-prometheus-client) ;;
+                      curl python3-prometheus-client clang libclang-rt-14-dev) ;;
         bench) want+=(wrk util-linux procps) ;;
         fuzz)  want+=(clang libclang-rt-14-dev libcjson-dev) ;;
         valgrind) want+=(valgrind) ;;

@@ -82,11 +82,14 @@ SKIP: {
         die;
     }
 
+    # both must be up: the quickstart and the mock behind it
     my $http = HTTP::Tiny->new(timeout => 5);
     my $res;
-    for (1 .. 50) {
+    for (1 .. 100) {
+        my $mock_res = $http->get('http://127.0.0.1:8001/compatible-mode/v1/models',
+                                  { headers => { authorization => 'Bearer sk-mock' } });
         $res = $http->get('http://127.0.0.1:8000/v1/models');
-        last if $res->{status} == 200;
+        last if $res->{status} == 200 && $mock_res->{status} == 200;
         sleep 0.1;
     }
 

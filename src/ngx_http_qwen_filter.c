@@ -185,11 +185,13 @@ ngx_http_qwen_scan_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_buf_t *b)
 {
     size_t   n;
-    u_char  *p, *last;
+    u_char  *p, *last, *data;
 
     if (ngx_http_qwen_buf_bytes(r, b, &p, &last) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    data = p;
 
     while (p < last) {
         n = qwen_usage_scan_skim(ctx->usage, p, last - p);
@@ -199,6 +201,11 @@ ngx_http_qwen_scan_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         }
 
         p += n;
+    }
+
+    if (data && data != b->pos) {
+        /* read from a file for the scan only: give the memory back */
+        ngx_pfree(r->pool, data);
     }
 
     return NGX_OK;
@@ -292,6 +299,11 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
         if (ngx_http_qwen_strip_bytes(r, ctx, skimmed, last, b) != NGX_OK) {
             return NGX_ERROR;
+        }
+
+        if (p && !ngx_buf_in_memory(ib)) {
+            /* bytes read from a file, copied now: give the memory back */
+            ngx_pfree(r->pool, p);
         }
 
         /* the input is consumed */

@@ -27,48 +27,13 @@
 
 #include "ngx_http_qwen_json.h"
 
-
-/* what is being checked, for the message of a failed check */
-static const char  *stage = "";
-
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "request_fuzz: %s: failed at line %d: %s\n",     \
-                    stage, __LINE__, #cond);                                 \
-            __builtin_trap();                                                \
-        }                                                                    \
-    } while (0)
+#define FUZZ_NAME  "request_fuzz"
+#include "fuzz_common.h"
 
 
 /* ------------------------------------------------------------------ */
 /* scanning, whole or in pieces                                        */
 /* ------------------------------------------------------------------ */
-
-
-static uint64_t
-rnd(uint64_t *state)
-{
-    uint64_t  x;
-
-    x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-
-static int
-cmp_size(const void *a, const void *b)
-{
-    size_t  x = *(const size_t *) a, y = *(const size_t *) b;
-
-    return (x > y) - (x < y);
-}
 
 
 /* scans body[0..len) cut at cuts[0..ncuts) (ascending); each piece is

@@ -33,19 +33,8 @@
 
 #include "ngx_http_qwen_usage.h"
 
-
-/* what is being checked, for the message of a failed check */
-static const char  *stage = "";
-
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "usage_fuzz: %s: failed at line %d: %s\n",       \
-                    stage, __LINE__, #cond);                                 \
-            __builtin_trap();                                                \
-        }                                                                    \
-    } while (0)
+#define FUZZ_NAME  "usage_fuzz"
+#include "fuzz_common.h"
 
 
 /* event flags as recorded */
@@ -75,30 +64,6 @@ typedef struct {
     unsigned char      *ev_flags;      /* len + 2 of them */
     size_t             *ev_off;        /* offset just past each event */
 } result_t;
-
-
-static uint64_t
-rnd(uint64_t *state)
-{
-    uint64_t  x;
-
-    x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-
-static int
-cmp_size(const void *a, const void *b)
-{
-    size_t  x = *(const size_t *) a, y = *(const size_t *) b;
-
-    return (x > y) - (x < y);
-}
 
 
 static void
@@ -962,8 +927,6 @@ check_sse_ref(const unsigned char *body, size_t len, const result_t *r,
 
 
 /* ------------------------------------------------------------------ */
-
-
 
 
 int

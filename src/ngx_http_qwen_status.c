@@ -31,6 +31,8 @@ static ngx_chain_t *ngx_http_qwen_prometheus(ngx_http_request_t *r,
 static ngx_chain_t *ngx_http_qwen_json(ngx_http_request_t *r,
     ngx_http_qwen_snapshot_t *snap, ngx_http_qwen_model_total_t *t,
     ngx_uint_t n);
+static u_char *ngx_http_qwen_counter(u_char *p, const char *name,
+    ngx_http_qwen_model_total_t *t, ngx_uint_t n, size_t field);
 static u_char *ngx_http_qwen_labels(u_char *p,
     ngx_http_qwen_metric_key_t *k);
 static u_char *ngx_http_qwen_label_value(u_char *p, ngx_str_t *v);
@@ -221,6 +223,11 @@ ngx_http_qwen_row_cmp(const void *one, const void *two)
 }
 
 
+/* copies a string literal, counted once */
+
+#define ngx_http_qwen_cpylit(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
+
+
 /* label values may need escaping: at most twice their length */
 
 #define ngx_http_qwen_labels_len(t)                                         \
@@ -261,12 +268,10 @@ ngx_http_qwen_prometheus(ngx_http_request_t *r,
 
     p = b->last;
 
-    p = ngx_cpymem(p, "# HELP qwen_requests_total Requests through the "
-                   "gateway, by upstream model, provider and status "
-                   "class.\n# TYPE qwen_requests_total counter\n",
-                   sizeof("# HELP qwen_requests_total Requests through the "
-                   "gateway, by upstream model, provider and status "
-                   "class.\n# TYPE qwen_requests_total counter\n") - 1);
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_requests_total Requests through the gateway, by "
+        "upstream model, provider and status class.\n# TYPE "
+        "qwen_requests_total counter\n");
 
     for (i = 0; i < n; i++) {
         for (s = 0; s < 6; s++) {
@@ -274,7 +279,7 @@ ngx_http_qwen_prometheus(ngx_http_request_t *r,
                 continue;
             }
 
-            p = ngx_cpymem(p, "qwen_requests_total", 19);
+            p = ngx_http_qwen_cpylit(p, "qwen_requests_total");
             p = ngx_http_qwen_labels(p, &t[i].key);
             p = ngx_sprintf(p, ",status=\"%s\"} %uL\n",
                             ngx_http_qwen_status_classes[s],
@@ -282,95 +287,76 @@ ngx_http_qwen_prometheus(ngx_http_request_t *r,
         }
     }
 
-    p = ngx_cpymem(p, "# HELP qwen_tokens_total Tokens, by type: input, "
-                   "output, cached (a part of input), reasoning (a part of "
-                   "output).\n# TYPE qwen_tokens_total counter\n",
-                   sizeof("# HELP qwen_tokens_total Tokens, by type: input, "
-                   "output, cached (a part of input), reasoning (a part of "
-                   "output).\n# TYPE qwen_tokens_total counter\n") - 1);
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_tokens_total Tokens, by type: input, output, cached (a "
+        "part of input), reasoning (a part of output).\n# TYPE "
+        "qwen_tokens_total counter\n");
 
     for (i = 0; i < n; i++) {
         uint64_t  v[4] = { t[i].c.input, t[i].c.output, t[i].c.cached,
                            t[i].c.reasoning };
 
         for (j = 0; j < 4; j++) {
-            p = ngx_cpymem(p, "qwen_tokens_total", 17);
+            p = ngx_http_qwen_cpylit(p, "qwen_tokens_total");
             p = ngx_http_qwen_labels(p, &t[i].key);
             p = ngx_sprintf(p, ",type=\"%s\"} %uL\n", types[j], v[j]);
         }
     }
 
-    p = ngx_cpymem(p, "# HELP qwen_cost_usd_total Cost at catalogue list "
-                   "prices, in US dollars.\n# TYPE qwen_cost_usd_total "
-                   "counter\n",
-                   sizeof("# HELP qwen_cost_usd_total Cost at catalogue list "
-                   "prices, in US dollars.\n# TYPE qwen_cost_usd_total "
-                   "counter\n") - 1);
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_cost_usd_total Cost at catalogue list prices, in US "
+        "dollars.\n# TYPE qwen_cost_usd_total counter\n");
 
     for (i = 0; i < n; i++) {
-        p = ngx_cpymem(p, "qwen_cost_usd_total", 19);
+        p = ngx_http_qwen_cpylit(p, "qwen_cost_usd_total");
         p = ngx_http_qwen_labels(p, &t[i].key);
-        p = ngx_cpymem(p, "} ", 2);
+        p = ngx_http_qwen_cpylit(p, "} ");
         p = ngx_http_qwen_format_usd(p, t[i].c.cost_nano);
         *p++ = '\n';
     }
 
-    p = ngx_cpymem(p, "# HELP qwen_incomplete_total Answers cut before "
-                   "their end, by the upstream or the client.\n# TYPE "
-                   "qwen_incomplete_total counter\n",
-                   sizeof("# HELP qwen_incomplete_total Answers cut before "
-                   "their end, by the upstream or the client.\n# TYPE "
-                   "qwen_incomplete_total counter\n") - 1);
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_incomplete_total Answers cut before their end, by the "
+        "upstream or the client.\n# TYPE qwen_incomplete_total counter\n");
 
-    for (i = 0; i < n; i++) {
-        p = ngx_cpymem(p, "qwen_incomplete_total", 21);
-        p = ngx_http_qwen_labels(p, &t[i].key);
-        p = ngx_sprintf(p, "} %uL\n", t[i].c.incomplete);
-    }
+    p = ngx_http_qwen_counter(p, "qwen_incomplete_total", t, n,
+                              offsetof(ngx_http_qwen_counters_t, incomplete));
 
-    p = ngx_cpymem(p, "# HELP qwen_unpriced_requests_total Requests with "
-                   "usage whose model has no price in the catalogue.\n"
-                   "# TYPE qwen_unpriced_requests_total counter\n",
-                   sizeof("# HELP qwen_unpriced_requests_total Requests with "
-                   "usage whose model has no price in the catalogue.\n"
-                   "# TYPE qwen_unpriced_requests_total counter\n") - 1);
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_unpriced_requests_total Requests with usage whose model "
+        "has no price in the catalogue.\n# TYPE qwen_unpriced_requests_total "
+        "counter\n");
 
-    for (i = 0; i < n; i++) {
-        p = ngx_cpymem(p, "qwen_unpriced_requests_total", 28);
-        p = ngx_http_qwen_labels(p, &t[i].key);
-        p = ngx_sprintf(p, "} %uL\n", t[i].c.unpriced);
-    }
+    p = ngx_http_qwen_counter(p, "qwen_unpriced_requests_total", t, n,
+                              offsetof(ngx_http_qwen_counters_t, unpriced));
 
-    p = ngx_cpymem(p, "# HELP qwen_ttft_seconds Time from the request to "
-                   "the first byte of the answer.\n# TYPE qwen_ttft_seconds "
-                   "histogram\n",
-                   sizeof("# HELP qwen_ttft_seconds Time from the request to "
-                   "the first byte of the answer.\n# TYPE qwen_ttft_seconds "
-                   "histogram\n") - 1);
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_ttft_seconds Time from the request to the first byte of "
+        "the answer.\n# TYPE qwen_ttft_seconds histogram\n");
 
     for (i = 0; i < n; i++) {
         cum = 0;
 
         for (j = 0; j < NGX_HTTP_QWEN_TTFT_BUCKETS; j++) {
             cum += t[i].c.ttft_buckets[j];
-            p = ngx_cpymem(p, "qwen_ttft_seconds_bucket", 24);
+            p = ngx_http_qwen_cpylit(p, "qwen_ttft_seconds_bucket");
             p = ngx_http_qwen_labels(p, &t[i].key);
-            p = ngx_cpymem(p, ",le=\"", 5);
+            p = ngx_http_qwen_cpylit(p, ",le=\"");
             p = ngx_http_qwen_bound(p, ngx_http_qwen_ttft_bound(j));
             p = ngx_sprintf(p, "\"} %uL\n", cum);
         }
 
-        p = ngx_cpymem(p, "qwen_ttft_seconds_bucket", 24);
+        p = ngx_http_qwen_cpylit(p, "qwen_ttft_seconds_bucket");
         p = ngx_http_qwen_labels(p, &t[i].key);
         p = ngx_sprintf(p, ",le=\"+Inf\"} %uL\n", t[i].c.ttft_count);
 
-        p = ngx_cpymem(p, "qwen_ttft_seconds_sum", 21);
+        p = ngx_http_qwen_cpylit(p, "qwen_ttft_seconds_sum");
         p = ngx_http_qwen_labels(p, &t[i].key);
-        p = ngx_cpymem(p, "} ", 2);
+        p = ngx_http_qwen_cpylit(p, "} ");
         p = ngx_http_qwen_seconds(p, t[i].c.ttft_sum_msec);
         *p++ = '\n';
 
-        p = ngx_cpymem(p, "qwen_ttft_seconds_count", 23);
+        p = ngx_http_qwen_cpylit(p, "qwen_ttft_seconds_count");
         p = ngx_http_qwen_labels(p, &t[i].key);
         p = ngx_sprintf(p, "} %uL\n", t[i].c.ttft_count);
     }
@@ -386,14 +372,33 @@ ngx_http_qwen_prometheus(ngx_http_request_t *r,
 }
 
 
+/* one line per model of a plain counter: name{model,provider} value */
+
+static u_char *
+ngx_http_qwen_counter(u_char *p, const char *name,
+    ngx_http_qwen_model_total_t *t, ngx_uint_t n, size_t field)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n; i++) {
+        p = ngx_cpymem(p, name, ngx_strlen(name));
+        p = ngx_http_qwen_labels(p, &t[i].key);
+        p = ngx_sprintf(p, "} %uL\n",
+                        *(uint64_t *) ((u_char *) &t[i].c + field));
+    }
+
+    return p;
+}
+
+
 /* {model="...",provider="..." without the closing brace */
 
 static u_char *
 ngx_http_qwen_labels(u_char *p, ngx_http_qwen_metric_key_t *k)
 {
-    p = ngx_cpymem(p, "{model=\"", 8);
+    p = ngx_http_qwen_cpylit(p, "{model=\"");
     p = ngx_http_qwen_label_value(p, &k->model);
-    p = ngx_cpymem(p, "\",provider=\"", 12);
+    p = ngx_http_qwen_cpylit(p, "\",provider=\"");
     p = ngx_http_qwen_label_value(p, &k->provider);
     *p++ = '"';
 
@@ -493,13 +498,13 @@ ngx_http_qwen_json(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
             *p++ = ',';
         }
 
-        p = ngx_cpymem(p, "{\"model\":", 9);
+        p = ngx_http_qwen_cpylit(p, "{\"model\":");
         p = qwen_json_escape(p, t[i].key.model.data, t[i].key.model.len);
-        p = ngx_cpymem(p, ",\"provider\":", 12);
+        p = ngx_http_qwen_cpylit(p, ",\"provider\":");
         p = qwen_json_escape(p, t[i].key.provider.data,
                              t[i].key.provider.len);
 
-        p = ngx_cpymem(p, ",\"requests\":{", 13);
+        p = ngx_http_qwen_cpylit(p, ",\"requests\":{");
         first = 1;
 
         for (s = 0; s < 6; s++) {
@@ -524,7 +529,7 @@ ngx_http_qwen_json(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
                         t[i].c.incomplete, t[i].c.unpriced,
                         t[i].c.ttft_count);
         p = ngx_http_qwen_seconds(p, t[i].c.ttft_sum_msec);
-        p = ngx_cpymem(p, ",\"buckets\":{", 12);
+        p = ngx_http_qwen_cpylit(p, ",\"buckets\":{");
 
         for (j = 0; j < NGX_HTTP_QWEN_TTFT_BUCKETS; j++) {
             p = ngx_sprintf(p, "%s\"", j ? "," : "");
@@ -532,10 +537,10 @@ ngx_http_qwen_json(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
             p = ngx_sprintf(p, "\":%uL", t[i].c.ttft_buckets[j]);
         }
 
-        p = ngx_cpymem(p, "}}}", 3);
+        p = ngx_http_qwen_cpylit(p, "}}}");
     }
 
-    p = ngx_cpymem(p, "]}\n", 3);
+    p = ngx_http_qwen_cpylit(p, "]}\n");
 
     b->last = p;
     b->last_buf = (r == r->main);

@@ -43,19 +43,6 @@ enum {
 };
 
 
-/* bytes that end the fast path through a string: '"', '\\', controls */
-static const unsigned char  qwen_json_string_stop[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0
-    /* the rest, 0x60 to 0xff, are zero */
-};
-
-
-static int qwen_json_special8(const unsigned char *p);
 static int qwen_json_fail(qwen_json_scan_t *s, const char *error);
 static int qwen_json_begin_value(qwen_json_scan_t *s, unsigned char c);
 static void qwen_json_value_end(qwen_json_scan_t *s, int64_t end);
@@ -100,16 +87,7 @@ qwen_json_scan(qwen_json_scan_t *s, const unsigned char *p, size_t len)
             /* the fast path: skip or copy a run of plain string bytes */
 
             run = p;
-
-            if (!s->capture) {
-                while (last - p >= 8 && !qwen_json_special8(p)) {
-                    p += 8;
-                }
-            }
-
-            while (p < last && !qwen_json_string_stop[*p]) {
-                p++;
-            }
+            p = qwen_json_string_run(p, last);
 
             s->offset += p - run;
 
@@ -348,31 +326,6 @@ qwen_json_scan_finish(qwen_json_scan_t *s)
     }
 
     return 0;
-}
-
-
-/*
- * Whether any of 8 bytes ends a run of plain string bytes: '"', '\\' or a
- * control character; a word at a time, as base64 images and long prompts
- * are megabytes of plain string bytes.
- */
-
-static int
-qwen_json_special8(const unsigned char *p)
-{
-    uint64_t  v, q, b;
-
-    static const uint64_t  ones = 0x0101010101010101ULL;
-    static const uint64_t  high = 0x8080808080808080ULL;
-
-    memcpy(&v, p, 8);
-
-    q = v ^ (ones * '"');
-    b = v ^ (ones * '\\');
-
-    return (((q - ones) & ~q)
-            | ((b - ones) & ~b)
-            | ((v - ones * 0x20) & ~v)) & high ? 1 : 0;
 }
 
 

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 
 /* the most bytes qwen_json_unicode() writes */
@@ -144,6 +145,55 @@ qwen_json_unpaired(uint32_t *high, unsigned char *u)
     *high = 0;
 
     return qwen_json_utf8(0xfffd, u);
+}
+
+
+/*
+ * The end of a run of plain string bytes at p: the first '"', '\\' or
+ * control byte, or last.  Eight bytes at a time while none of them can end
+ * it: long prompts and base64 images are megabytes of plain string bytes.
+ */
+
+static inline uint64_t
+qwen_json_stops8(const unsigned char *p)
+{
+    uint64_t  w, q, b;
+
+    static const uint64_t  ones = 0x0101010101010101ULL;
+
+    memcpy(&w, p, 8);
+
+    q = w ^ (ones * '"');
+    b = w ^ (ones * '\\');
+
+    /* exact as a yes/no: a borrow can only add a false "yes" */
+
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w))
+           & (ones * 0x80);
+}
+
+
+static inline const unsigned char *
+qwen_json_string_run(const unsigned char *p, const unsigned char *last)
+{
+    /* 32 bytes a branch in long runs, then 8 */
+
+    while (last - p >= 32
+           && !(qwen_json_stops8(p) | qwen_json_stops8(p + 8)
+                | qwen_json_stops8(p + 16) | qwen_json_stops8(p + 24)))
+    {
+        p += 32;
+    }
+
+    while (last - p >= 8 && !qwen_json_stops8(p)) {
+        p += 8;
+    }
+
+    while (p < last && *p != '"' && *p != '\\' && *p >= 0x20) {
+        p++;
+    }
+
+    return p;
 }
 
 

@@ -102,22 +102,9 @@ enum {
 };
 
 
-#define QWEN_USAGE_ONES   ((uint64_t) 0x0101010101010101)
 #define QWEN_USAGE_DONE   6                  /* strlen("[DONE]") */
 #define QWEN_USAGE_NOT    7                  /* not "[DONE]" */
 #define QWEN_USAGE_DEEP   ((uint32_t) 0x7fffffff)
-
-
-/* bytes that end the fast path through a string: '"', '\\', controls */
-static const unsigned char  qwen_usage_string_stop[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0
-    /* the rest, 0x60 to 0xff, are zero */
-};
 
 
 static void qwen_usage_event_end(qwen_usage_scan_t *s);
@@ -128,8 +115,6 @@ static void qwen_usage_doc_start(qwen_usage_scan_t *s);
 static int qwen_usage_doc_end(qwen_usage_scan_t *s);
 static void qwen_usage_commit(qwen_usage_scan_t *s);
 static void qwen_usage_json(qwen_usage_scan_t *s, const unsigned char *p,
-    const unsigned char *last);
-static const unsigned char *qwen_usage_string_run(const unsigned char *p,
     const unsigned char *last);
 static void qwen_usage_begin_value(qwen_usage_scan_t *s, unsigned char c);
 static void qwen_usage_begin_name(qwen_usage_scan_t *s);
@@ -500,7 +485,7 @@ qwen_usage_json(qwen_usage_scan_t *s, const unsigned char *p,
             /* the fast path: skip or copy a run of plain string bytes */
 
             run = p;
-            p = qwen_usage_string_run(p, last);
+            p = qwen_json_string_run(p, last);
 
             if (s->capture && p != run) {
                 qwen_usage_capture(s, run, p - run);
@@ -830,40 +815,6 @@ qwen_usage_json(qwen_usage_scan_t *s, const unsigned char *p,
 
         p++;
     }
-}
-
-
-/* returns the first '"', '\\' or control character from p, or last */
-
-static const unsigned char *
-qwen_usage_string_run(const unsigned char *p, const unsigned char *last)
-{
-    uint64_t  w, q, b, z;
-
-    /* eight bytes at a time while none of them can stop the run */
-
-    while (last - p >= 8) {
-        memcpy(&w, p, 8);
-
-        q = w ^ (QWEN_USAGE_ONES * '"');
-        b = w ^ (QWEN_USAGE_ONES * '\\');
-
-        z = ((q - QWEN_USAGE_ONES) & ~q)
-            | ((b - QWEN_USAGE_ONES) & ~b)
-            | ((w - QWEN_USAGE_ONES * 0x20) & ~w);
-
-        if (z & (QWEN_USAGE_ONES * 0x80)) {
-            break;
-        }
-
-        p += 8;
-    }
-
-    while (p < last && !qwen_usage_string_stop[*p]) {
-        p++;
-    }
-
-    return p;
 }
 
 

@@ -9,7 +9,8 @@ for group in "$@"; do
         build) want+=(gcc make nginx nginx-dev libcjson-dev) ;;
         run)   want+=(gcc make nginx nginx-dev libcjson-dev nodejs) ;;
         test)  want+=(gcc make nginx nginx-dev libcjson-dev nodejs npm perl
-                      curl python3-prometheus-client clang libclang-rt-14-dev) ;;
+                      curl python3-prometheus-client clang libclang-rt-14-dev
+                      libnginx-mod-http-lua) ;;
         bench) want+=(wrk util-linux procps) ;;
         fuzz)  want+=(clang libclang-rt-14-dev libcjson-dev) ;;
         valgrind) want+=(valgrind) ;;

@@ -102,12 +102,14 @@ http {
         listen 127.0.0.1:19912 backlog=4096;
         location /v1/ {
             qwen_gateway on;
+            proxy_set_header Authorization $qwen_upstream_authorization;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass \$qwen_upstream/compatible-mode\$uri;
         }
         location /paced/ {
             qwen_gateway on;
+            proxy_set_header Authorization $qwen_upstream_authorization;
             qwen_default_region paced;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

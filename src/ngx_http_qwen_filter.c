@@ -71,7 +71,14 @@ ngx_http_qwen_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_qwen_get_ctx(r);
 
-    if (ctx == NULL || !ctx->body_done || ctx->usage != NULL
+    if (ctx == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    /* no upstream request is built after this: the key is put away */
+    ngx_http_qwen_credential_seal(r, ctx);
+
+    if (ctx->state != NGX_HTTP_QWEN_READY || ctx->usage != NULL
         || r->header_only)
     {
         return ngx_http_next_header_filter(r);

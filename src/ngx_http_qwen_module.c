@@ -17,6 +17,8 @@ static char *ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_qwen_models_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_qwen_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_qwen_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_qwen_postconfiguration(ngx_conf_t *cf);
 static void ngx_http_qwen_ctx_cleanup(void *data);
@@ -33,7 +35,7 @@ static ngx_command_t  ngx_http_qwen_commands[] = {
 
     { ngx_string("qwen_gateway"),
       NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_qwen_gateway,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_qwen_loc_conf_t, gateway),
       NULL },
@@ -112,6 +114,13 @@ static ngx_command_t  ngx_http_qwen_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_qwen_region,
       NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_pass_client_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_qwen_pass_client_header,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -232,6 +241,10 @@ ngx_http_qwen_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_qwen_credential_init(cf, qmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -258,6 +271,7 @@ ngx_http_qwen_create_loc_conf(ngx_conf_t *cf)
     qlcf->unknown_model = NGX_CONF_UNSET_UINT;
     qlcf->max_body_size = NGX_CONF_UNSET;
     qlcf->region = NGX_CONF_UNSET_PTR;
+    qlcf->pass_headers = NGX_CONF_UNSET_PTR;
 
     return qlcf;
 }
@@ -278,6 +292,22 @@ ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_off_value(conf->max_body_size, prev->max_body_size,
                              16 * 1024 * 1024);
     ngx_conf_merge_ptr_value(conf->region, prev->region, NULL);
+    ngx_conf_merge_ptr_value(conf->pass_headers, prev->pass_headers, NULL);
+
+    if (conf->gateway_file == NULL) {
+        conf->gateway_file = prev->gateway_file;
+        conf->gateway_line = prev->gateway_line;
+    }
+
+    /*
+     * The proxy module, a static module, has merged every location before
+     * this module merges any: its proxy_set_header list is final here.
+     */
+
+    if (conf->gateway && ngx_http_qwen_credential_check(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->status != NGX_CONF_UNSET_UINT) {
         qmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_qwen_module);
@@ -291,6 +321,26 @@ ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* qwen_gateway on | off; remembers where, for the checks at merge time */
+
+static char *
+ngx_http_qwen_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_qwen_loc_conf_t  *qlcf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK) {
+        qlcf->gateway_file = cf->conf_file->file.name.data;
+        qlcf->gateway_line = cf->conf_file->line;
+    }
+
+    return rv;
 }
 
 
@@ -318,7 +368,11 @@ ngx_http_qwen_models_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t
 ngx_http_qwen_preconfiguration(ngx_conf_t *cf)
 {
-    return ngx_http_qwen_add_variables(cf);
+    if (ngx_http_qwen_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_qwen_credential_add_variables(cf);
 }
 
 
@@ -330,12 +384,19 @@ ngx_http_qwen_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    /*
+     * After the access phase, as mirror and try_files: nginx's access
+     * modules decide first, on the client's own request.  Registered after
+     * nginx's own modules, the handler runs first in its phase, so mirror
+     * copies the rewritten body.
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_qwen_access_handler;
+    *h = ngx_http_qwen_precontent_handler;
 
     /*
      * The log handler settles usage and cost; it goes first in the log

@@ -26,6 +26,9 @@
 
 #define NGX_HTTP_QWEN_TTFT_BUCKETS    8
 
+/* authorization, api-key, x-api-key: see ngx_http_qwen_credential.c */
+#define NGX_HTTP_QWEN_CREDENTIAL_KINDS  3
+
 
 /* one price tier; money is integer micro-USD per 1M tokens */
 typedef struct {
@@ -66,7 +69,8 @@ struct ngx_http_qwen_region_s {
     ngx_str_t                     url;           /* for proxy_pass */
     ngx_str_t                     host;          /* Host and TLS SNI */
     ngx_str_t                     provider;
-    ngx_str_t                     authorization; /* "Bearer <key>", or "" */
+    ngx_str_t                     credential;    /* "Bearer <key>", or "" */
+    ngx_uint_t                    credential_kind; /* the header it goes in */
     ngx_str_t                     without_key;   /* region when keyless */
     ngx_http_qwen_region_t       *target;        /* where requests go */
     ngx_str_t                     conf_file;     /* for later messages */
@@ -128,7 +132,19 @@ typedef struct {
     ngx_array_t                   regions;       /* ngx_http_qwen_region_t */
 
     ngx_http_qwen_zone_t         *zone;          /* qwen_metrics_zone */
+
+    ngx_int_t                     credential_index[NGX_HTTP_QWEN_CREDENTIAL_KINDS];
 } ngx_http_qwen_main_conf_t;
+
+
+/* the state of a gateway request; see docs/design.md for the picture */
+typedef enum {
+    NGX_HTTP_QWEN_NEW = 0,        /* no body work yet */
+    NGX_HTTP_QWEN_READING,        /* the body is being read */
+    NGX_HTTP_QWEN_READY,          /* body checked and rewritten: routable */
+    NGX_HTTP_QWEN_WAITING,        /* a timer runs (retry, limit): later */
+    NGX_HTTP_QWEN_FAILED          /* answered with ctx->error */
+} ngx_http_qwen_state_e;
 
 
 typedef struct {
@@ -139,6 +155,9 @@ typedef struct {
     ngx_uint_t                    unknown_model;
     off_t                         max_body_size;
     ngx_http_complex_value_t     *region;        /* qwen_default_region */
+    ngx_array_t                  *pass_headers;  /* of ngx_str_t, or NULL */
+    u_char                       *gateway_file;  /* where qwen_gateway is */
+    ngx_uint_t                    gateway_line;
 } ngx_http_qwen_loc_conf_t;
 
 
@@ -160,9 +179,11 @@ typedef struct {
     ngx_str_t                     provider;
     ngx_http_qwen_model_t        *entry;         /* NULL: not catalogued */
     ngx_http_qwen_region_t       *region;
-    ngx_str_t                     client_authorization;
-
-    ngx_int_t                     body_status;   /* set by the body handler */
+    ngx_http_qwen_state_e         state;
+    ngx_http_qwen_error_t         error;         /* with FAILED */
+    ngx_uint_t                    method;        /* the client's, POST */
+    ngx_str_t                     method_name;
+    off_t                         body_limit;    /* when reading started */
 
     /* the answer, as the filters see it */
     qwen_usage_scan_t            *usage;         /* NULL: not read */
@@ -184,7 +205,7 @@ typedef struct {
     uint64_t                      cost_nano;
 
     unsigned                      stream:1;
-    unsigned                      body_done:1;
+    unsigned                      sealed:1;      /* no more credentials */
     unsigned                      client_usage:1;  /* asked for usage */
     unsigned                      usage_injected:1;
     unsigned                      sse:1;
@@ -227,11 +248,31 @@ ngx_int_t ngx_http_qwen_regions_init(ngx_conf_t *cf,
     ngx_http_qwen_main_conf_t *qmcf);
 ngx_int_t ngx_http_qwen_region_select(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
-ngx_int_t ngx_http_qwen_region_set_key(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx);
 
 /* ngx_http_qwen_request.c */
-ngx_int_t ngx_http_qwen_access_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_qwen_precontent_handler(ngx_http_request_t *r);
+
+/* ngx_http_qwen_body.c */
+ngx_int_t ngx_http_qwen_body_process(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, off_t limit, ngx_http_qwen_error_t *err);
+void ngx_http_qwen_body_too_large(ngx_http_request_t *r, off_t size,
+    off_t limit, ngx_http_qwen_error_t *err);
+
+/* ngx_http_qwen_headers.c */
+char *ngx_http_qwen_pass_client_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_qwen_headers_shape(ngx_http_request_t *r);
+
+/* ngx_http_qwen_credential.c */
+ngx_int_t ngx_http_qwen_credential_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_qwen_credential_init(ngx_conf_t *cf,
+    ngx_http_qwen_main_conf_t *qmcf);
+ngx_int_t ngx_http_qwen_credential_kind(ngx_str_t *header,
+    ngx_str_t *scheme);
+void ngx_http_qwen_credential_seal(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
+ngx_int_t ngx_http_qwen_credential_check(ngx_conf_t *cf,
+    ngx_http_qwen_loc_conf_t *qlcf);
 
 /* ngx_http_qwen_error.c */
 void ngx_http_qwen_error_set(ngx_http_qwen_error_t *err, ngx_uint_t status,

@@ -4,8 +4,9 @@
  *
  * Regions: an upstream endpoint with the API key bound to it.  DashScope
  * keys are region-locked, so a key is never looked up apart from its
- * region, and it reaches the upstream only as the Authorization header of
- * a request routed to that very region.  Keys are read when the
+ * region, and it reaches the upstream only in the request the proxy
+ * module builds for a request routed to that very region
+ * (ngx_http_qwen_credential.c).  Keys are read when the
  * configuration is loaded and are never printed, by any log line or
  * variable.
  */
@@ -31,7 +32,7 @@ static ngx_int_t ngx_http_qwen_key_valid(ngx_str_t *key);
 /*
  * qwen_region name url=scheme://host-or-upstream[:port] [host=name]
  *             [key_env=VAR]... [key_file=path] [key=secret]
- *             [provider=p] [without_key=region];
+ *             [provider=p] [without_key=region] [auth_header=name];
  *
  * The key sources are tried in the order written; the first that yields
  * a key wins.
@@ -44,7 +45,8 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     char                    *env;
     u_char                  *p, *last;
-    ngx_str_t               *value, key, file, v;
+    ngx_str_t               *value, key, file, v, header, scheme;
+    ngx_int_t                kind;
     ngx_uint_t               i, sources;
     ngx_http_qwen_region_t  *rg;
 
@@ -69,6 +71,7 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rg->conf_line = cf->conf_file->line;
 
     ngx_str_null(&key);
+    ngx_str_set(&header, "authorization");
     sources = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -94,6 +97,12 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "without_key=", 12) == 0) {
             rg->without_key.data = value[i].data + 12;
             rg->without_key.len = value[i].len - 12;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "auth_header=", 12) == 0) {
+            header.data = value[i].data + 12;
+            header.len = value[i].len - 12;
             continue;
         }
 
@@ -189,6 +198,18 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    kind = ngx_http_qwen_credential_kind(&header, &scheme);
+
+    if (kind < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "region \"%V\": \"auth_header=%V\" is none of "
+                           "\"authorization\", \"api-key\", \"x-api-key\"",
+                           &rg->name, &header);
+        return NGX_CONF_ERROR;
+    }
+
+    rg->credential_kind = kind;
+
     if (key.len) {
         if (ngx_http_qwen_key_valid(&key) != NGX_OK) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -197,16 +218,16 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        v.len = sizeof("Bearer ") - 1 + key.len;
+        v.len = scheme.len + key.len;
         v.data = ngx_pnalloc(cf->pool, v.len);
         if (v.data == NULL) {
             return NGX_CONF_ERROR;
         }
 
-        ngx_memcpy(ngx_cpymem(v.data, "Bearer ", sizeof("Bearer ") - 1),
+        ngx_memcpy(ngx_cpymem(v.data, scheme.data, scheme.len),
                    key.data, key.len);
 
-        rg->authorization = v;
+        rg->credential = v;
     }
 
     return NGX_CONF_OK;
@@ -310,7 +331,7 @@ ngx_http_qwen_regions_init(ngx_conf_t *cf, ngx_http_qwen_main_conf_t *qmcf)
             return NGX_ERROR;
         }
 
-        if (rg[i].authorization.len == 0) {
+        if (rg[i].credential.len == 0) {
             ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
                           "qwen: region \"%V\" has no key, its requests go "
                           "to region \"%V\"", &rg[i].name, &target->name);
@@ -424,7 +445,7 @@ ngx_http_qwen_region_select(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
     found = found->target;
 
-    if (found->authorization.len == 0) {
+    if (found->credential.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "qwen: region \"%V\" has no API key", &found->name);
 
@@ -447,64 +468,4 @@ server_error:
                             sizeof(NGX_HTTP_QWEN_MISCONFIGURED) - 1);
 
     return NGX_DECLINED;
-}
-
-
-/*
- * Puts the region's key in the request's Authorization header, in place
- * of the client's own, which is kept in the context.  The header stays in
- * the list the proxy module sends, but r->headers_in.authorization is
- * cleared, so $http_authorization shows neither key.
- */
-
-ngx_int_t
-ngx_http_qwen_region_set_key(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    if (r->headers_in.authorization) {
-        ctx->client_authorization = r->headers_in.authorization->value;
-        r->headers_in.authorization = NULL;
-    }
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Authorization") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
-                               sizeof("Authorization") - 1) == 0)
-        {
-            h[i].value = ctx->region->authorization;
-            return NGX_OK;
-        }
-    }
-
-    h = ngx_list_push(&r->headers_in.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_str_set(&h->key, "Authorization");
-    h->lowcase_key = (u_char *) "authorization";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-    h->value = ctx->region->authorization;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-
-    return NGX_OK;
 }

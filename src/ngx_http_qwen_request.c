@@ -2,14 +2,23 @@
 /*
  * Copyright (C) the ngx_http_qwen_module authors
  *
- * The request path, in the access phase: read the body wherever nginx
- * keeps it, validate it in one pass, resolve the model, pick the region,
- * and hand proxy_pass a body in which only the "model" value changed.
+ * The request path: a PRECONTENT phase handler driven by the request's
+ * state (docs/design.md has the picture).
  *
- * The new body is spliced, not re-serialised: buffers that point into the
- * client's body around the old value, and one small buffer with the new
- * value.  A body in memory is not copied at all; a body nginx wrote to a
- * temporary file is read into memory once.
+ * It runs after the access phase, so nginx's own access modules
+ * (auth_basic, auth_request, allow/deny, limit_req, access_by_lua) see
+ * the client's request as it came and a client they refuse costs no body
+ * read.  It reads the body, has it checked and rewritten
+ * (ngx_http_qwen_body.c), picks the region, and declines, so that the
+ * other PRECONTENT handlers (mirror) and then proxy_pass run.
+ *
+ *   NEW --read--> READING --body read--> READY --route--> (declined)
+ *                    |                     |
+ *                    +--failed------------>+--refused--> FAILED (answered)
+ *
+ * Every entry into the handler is answered from the state, including the
+ * entries error_page and named locations make: the context survives
+ * internal redirects (ngx_http_qwen_get_ctx()).
  */
 
 
@@ -17,52 +26,31 @@
 
 
 #define NGX_HTTP_QWEN_CLIENT_ERROR  "invalid_request_error"
-#define NGX_HTTP_QWEN_FAILED  "The gateway failed to process the request."
 
 #define ngx_http_qwen_reject(err, status, code, param, text)                 \
     ngx_http_qwen_error_set(err, status, NGX_HTTP_QWEN_CLIENT_ERROR, code,  \
                             param, (u_char *) text, sizeof(text) - 1)
 
 
-/* a replacement of the bytes [start, end) of the body */
-typedef struct {
-    off_t                      start;
-    off_t                      end;
-    ngx_str_t                  text;
-} ngx_http_qwen_edit_t;
-
-
+static ngx_int_t ngx_http_qwen_start(ngx_http_request_t *r,
+    ngx_http_qwen_loc_conf_t *qlcf);
 static void ngx_http_qwen_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_qwen_process_body(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
-static ngx_int_t ngx_http_qwen_check_body(ngx_http_request_t *r,
-    qwen_json_scan_t *scan, ngx_http_qwen_error_t *err);
-static ngx_int_t ngx_http_qwen_rewrite_body(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan, ngx_chain_t *body);
-static ngx_int_t ngx_http_qwen_usage_edit(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan,
-    ngx_http_qwen_edit_t *edit);
-static ngx_int_t ngx_http_qwen_identity_encoding(ngx_http_request_t *r);
-static ngx_chain_t *ngx_http_qwen_body_in_memory(ngx_http_request_t *r,
-    ngx_chain_t *in);
-static ngx_chain_t *ngx_http_qwen_body_splice(ngx_http_request_t *r,
-    ngx_chain_t *in, ngx_http_qwen_edit_t *edits, ngx_uint_t n, off_t *len);
-static ngx_int_t ngx_http_qwen_chain_add(ngx_http_request_t *r,
-    ngx_chain_t ***ll, u_char *pos, u_char *last);
-static ngx_int_t ngx_http_qwen_route(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+static ngx_int_t ngx_http_qwen_read_failed(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
+static ngx_int_t ngx_http_qwen_ready(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
 static ngx_int_t ngx_http_qwen_fail(ngx_http_request_t *r,
-    ngx_http_qwen_error_t *err);
-static ngx_uint_t ngx_http_qwen_too_large(ngx_http_request_t *r,
-    ngx_http_qwen_loc_conf_t *qlcf, ngx_http_qwen_error_t *err);
+    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+static off_t ngx_http_qwen_body_limit(ngx_http_request_t *r,
+    ngx_http_qwen_loc_conf_t *qlcf);
+static void ngx_http_qwen_too_large(ngx_http_request_t *r, off_t size,
+    off_t limit, ngx_http_qwen_error_t *err);
 
 
 ngx_int_t
-ngx_http_qwen_access_handler(ngx_http_request_t *r)
+ngx_http_qwen_precontent_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                  rc;
     ngx_http_qwen_ctx_t       *ctx;
-    ngx_http_qwen_error_t      err;
     ngx_http_qwen_loc_conf_t  *qlcf;
 
     qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
@@ -73,26 +61,57 @@ ngx_http_qwen_access_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_qwen_get_ctx(r);
 
-    if (ctx != NULL) {
-
-        if (!ctx->body_done) {
-            /* the body handler failed and has answered already */
-            return ctx->body_status;
-        }
-
-        /*
-         * the body is ready: here right after reading it, or again after
-         * an internal redirect, whose location may pick another region
-         */
-
-        err.status = 0;
-
-        if (ngx_http_qwen_route(r, ctx, &err) != NGX_OK) {
-            return ngx_http_qwen_fail(r, &err);
-        }
-
-        return NGX_DECLINED;
+    if (ctx == NULL) {
+        return ngx_http_qwen_start(r, qlcf);
     }
+
+    switch (ctx->state) {
+
+    case NGX_HTTP_QWEN_READING:
+        /*
+         * Here again before the body handler ran: the body read failed
+         * (413 for a chunked body over the limit, 400, 500) and an
+         * error_page sent the request to this gateway location.
+         */
+        return ngx_http_qwen_read_failed(r, ctx);
+
+    case NGX_HTTP_QWEN_READY:
+        return ngx_http_qwen_ready(r, ctx);
+
+    case NGX_HTTP_QWEN_FAILED:
+        /* answered already; an error_page chain brought it back */
+        if (r->header_sent) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_qwen_fail(r, ctx, &ctx->error);
+
+    default: /* NGX_HTTP_QWEN_NEW, NGX_HTTP_QWEN_WAITING: not reached */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "qwen: request in unexpected state %d",
+                      (int) ctx->state);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+/* the first entry: checks what can be checked before reading the body */
+
+static ngx_int_t
+ngx_http_qwen_start(ngx_http_request_t *r, ngx_http_qwen_loc_conf_t *qlcf)
+{
+    off_t                   limit;
+    ngx_int_t               rc;
+    ngx_http_qwen_ctx_t    *ctx;
+    ngx_http_qwen_error_t   err;
+
+    ctx = ngx_http_qwen_create_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->method = r->method;
+    ctx->method_name = r->method_name;
 
     if (!(r->method & NGX_HTTP_POST)) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -103,23 +122,35 @@ ngx_http_qwen_access_handler(ngx_http_request_t *r)
                              NULL, "Only POST is allowed here.");
         err.allow = "POST";
 
-        return ngx_http_qwen_fail(r, &err);
+        return ngx_http_qwen_fail(r, ctx, &err);
     }
 
-    if (ngx_http_qwen_too_large(r, qlcf, &err)) {
-        return ngx_http_qwen_fail(r, &err);
+    limit = ngx_http_qwen_body_limit(r, qlcf);
+
+    if (limit && r->headers_in.content_length_n > limit) {
+        ngx_http_qwen_too_large(r, r->headers_in.content_length_n, limit,
+                                &err);
+        return ngx_http_qwen_fail(r, ctx, &err);
     }
 
-    ctx = ngx_http_qwen_create_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (r->discard_body
+        || (r->request_body && (r->reading_body || r->request_body->rest)))
+    {
+        /*
+         * Another location began to read or to throw away the body and
+         * failed; an error_page sent the request here.
+         */
+        ctx->state = NGX_HTTP_QWEN_READING;
+        return ngx_http_qwen_read_failed(r, ctx);
     }
 
-    ctx->body_status = NGX_DONE;
+    ctx->state = NGX_HTTP_QWEN_READING;
+    ctx->body_limit = limit;
 
     rc = ngx_http_read_client_request_body(r, ngx_http_qwen_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        /* nginx answers it, through error_page if there is one */
         return rc;
     }
 
@@ -135,703 +166,159 @@ ngx_http_qwen_body_handler(ngx_http_request_t *r)
     ngx_http_qwen_ctx_t    *ctx;
     ngx_http_qwen_error_t   err;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_qwen_module);
+    ctx = ngx_http_qwen_get_ctx(r);
 
-    if (ngx_http_qwen_process_body(r, ctx, &err) != NGX_OK) {
-        ngx_http_finalize_request(r, ngx_http_qwen_send_error(r, &err));
+    if (ctx == NULL || ctx->state != NGX_HTTP_QWEN_READING) {
+        /* the request went on without the body (an error answered) */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: request body arrived after the request was "
+                      "answered");
         return;
     }
 
-    ctx->body_done = 1;
+    if (ngx_http_qwen_body_process(r, ctx, ctx->body_limit, &err)
+        != NGX_OK)
+    {
+        /* answers and finalizes the request, for the body read's count */
+        (void) ngx_http_qwen_fail(r, ctx, &err);
+        return;
+    }
+
+    ctx->state = NGX_HTTP_QWEN_READY;
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
 }
 
 
+/*
+ * The body could not be read.  nginx keeps the reason only until an
+ * error_page without "=" hands it on (r->err_status); otherwise it is
+ * inferred from what the read left behind.
+ */
+
 static ngx_int_t
-ngx_http_qwen_process_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    ngx_http_qwen_error_t *err)
+ngx_http_qwen_read_failed(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 {
-    size_t                     len;
-    u_char                    *p, *msg;
-    ngx_int_t                  rc;
-    ngx_chain_t               *cl, *body;
-    qwen_json_scan_t           scan;
-    ngx_http_qwen_loc_conf_t  *qlcf;
+    off_t                     received, limit;
+    ngx_uint_t                status;
+    ngx_http_request_body_t  *rb;
+    ngx_http_qwen_error_t     err;
 
-    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+    /* no more reading for this body: nothing will consume it */
+    r->read_event_handler = ngx_http_block_reading;
 
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "qwen: rejected request: the body is empty");
+    rb = r->request_body;
+    status = r->err_status;
+    limit = ctx->body_limit ? ctx->body_limit
+                            : ngx_http_qwen_body_limit(r,
+                                  ngx_http_get_module_loc_conf(r,
+                                                      ngx_http_qwen_module));
+    received = r->headers_in.content_length_n;
 
-        ngx_http_qwen_reject(err, NGX_HTTP_BAD_REQUEST, "invalid_json", NULL,
-                             "The request body is empty.");
-        return NGX_ERROR;
+    if (rb && rb->chunked) {
+        received += rb->chunked->size;
     }
 
-    /* a chunked body has no Content-Length to check before reading */
-
-    if (ngx_http_qwen_too_large(r, qlcf, err)) {
-        return NGX_ERROR;
-    }
-
-    body = ngx_http_qwen_body_in_memory(r, r->request_body->bufs);
-    if (body == NULL) {
-        goto server_error;
-    }
-
-    qwen_json_scan_init(&scan);
-
-    for (cl = body; cl; cl = cl->next) {
-        if (qwen_json_scan(&scan, cl->buf->pos, cl->buf->last - cl->buf->pos)
-            != 0)
-        {
-            break;
-        }
-    }
-
-    (void) qwen_json_scan_finish(&scan);
-
-    if (ngx_http_qwen_check_body(r, &scan, err) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    ctx->requested_model.len = scan.model_len;
-    ctx->requested_model.data = ngx_pnalloc(r->pool, scan.model_len);
-    if (ctx->requested_model.data == NULL) {
-        goto server_error;
-    }
-
-    ngx_memcpy(ctx->requested_model.data, scan.model, scan.model_len);
-
-    ctx->stream = (scan.fields[QWEN_FIELD_STREAM].type == QWEN_JSON_TRUE);
-
-    rc = ngx_http_qwen_catalog_resolve(r, ctx, qlcf->unknown_model);
-
-    if (rc == NGX_ERROR) {
-        goto server_error;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "qwen: rejected request: unknown model \"%V\"",
-                      &ctx->requested_model);
-
-        /* the model name comes from the client: the error body escapes it */
-
-        len = sizeof("The model `` does not exist or you do not have access "
-                     "to it.") - 1 + ctx->requested_model.len;
-        msg = ngx_pnalloc(r->pool, len);
-        if (msg == NULL) {
-            goto server_error;
-        }
-
-        ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND,
-                                NGX_HTTP_QWEN_CLIENT_ERROR, "model_not_found",
-                                "model", msg, len);
-
-        p = ngx_cpymem(msg, "The model `", 11);
-        p = ngx_cpymem(p, ctx->requested_model.data,
-                       ctx->requested_model.len);
-        ngx_memcpy(p, "` does not exist or you do not have access to it.",
-                   sizeof("` does not exist or you do not have access to "
-                          "it.") - 1);
-        return NGX_ERROR;
-    }
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "qwen: transformed model \"%V\" to \"%V\" for provider %V",
-                  &ctx->requested_model, &ctx->model, &ctx->provider);
-
-    if (ngx_http_qwen_rewrite_body(r, ctx, &scan, body) != NGX_OK
-        || ngx_http_qwen_identity_encoding(r) != NGX_OK)
+    if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        || (status < NGX_HTTP_BAD_REQUEST && limit && received > limit))
     {
-        goto server_error;
-    }
+        ngx_http_qwen_too_large(r, received, limit, &err);
 
-    return NGX_OK;
-
-server_error:
-
-    ngx_http_qwen_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                            "server_error", NULL, NULL,
-                            (u_char *) NGX_HTTP_QWEN_FAILED,
-                            sizeof(NGX_HTTP_QWEN_FAILED) - 1);
-
-    return NGX_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_qwen_check_body(ngx_http_request_t *r, qwen_json_scan_t *scan,
-    ngx_http_qwen_error_t *err)
-{
-    u_char              *p, *buf;
-    const char          *reason, *code, *param;
-    qwen_json_field_t   *model;
-
-    model = &scan->fields[QWEN_FIELD_MODEL];
-    code = "invalid_request_body";
-    param = NULL;
-
-    if (scan->error) {
+    } else if (status == NGX_HTTP_REQUEST_TIME_OUT
+               || r->connection->timedout)
+    {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "qwen: rejected request: the body is not valid JSON: "
-                      "%s at byte %O", scan->error,
-                      (off_t) scan->error_offset);
+                      "qwen: rejected request: the body did not arrive "
+                      "in time");
+        ngx_http_qwen_reject(&err, NGX_HTTP_REQUEST_TIME_OUT,
+                             "request_timeout", NULL,
+                             "The request body did not arrive in time.");
 
-        buf = ngx_pnalloc(r->pool, 128);
-        if (buf == NULL) {
-            ngx_http_qwen_reject(err, NGX_HTTP_BAD_REQUEST, "invalid_json",
-                                 NULL, "The request body is not valid JSON.");
-            return NGX_ERROR;
-        }
-
-        p = ngx_snprintf(buf, 128,
-                         "The request body is not valid JSON: %s at byte %O.",
-                         scan->error, (off_t) scan->error_offset);
-
-        ngx_http_qwen_error_set(err, NGX_HTTP_BAD_REQUEST,
-                                NGX_HTTP_QWEN_CLIENT_ERROR, "invalid_json",
-                                NULL, buf, p - buf);
-        return NGX_ERROR;
-    }
-
-    if (scan->root_type != QWEN_JSON_OBJECT) {
-        reason = "The request body must be a JSON object.";
-
-    } else if (model->count == 0) {
-        reason = "The request body has no \"model\".";
-        code = "missing_model";
-        param = "model";
-
-    } else if (model->count > 1) {
-        reason = "The request body has \"model\" more than once.";
-        code = "duplicate_model";
-        param = "model";
-
-    } else if (model->type != QWEN_JSON_STRING) {
-        reason = "The \"model\" member must be a string.";
-        code = "invalid_model";
-        param = "model";
-
-    } else if (scan->model_overflow || scan->model_len == 0) {
-        reason = "The \"model\" member must be a model name of 1 to 256 "
-                 "bytes.";
-        code = "invalid_model";
-        param = "model";
-
-    } else if (scan->fields[QWEN_FIELD_STREAM].count > 1) {
-        reason = "The request body has \"stream\" more than once.";
-        param = "stream";
-
-    } else if (scan->fields[QWEN_FIELD_STREAM_OPTIONS].count > 1) {
-        reason = "The request body has \"stream_options\" more than once.";
-        param = "stream_options";
+    } else if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "qwen: the request body could not be read (%ui)",
+                      status);
+        ngx_http_qwen_error_set(&err, status, "server_error", NULL, NULL,
+                                (u_char *) "The gateway could not read the "
+                                "request body.",
+                                sizeof("The gateway could not read the "
+                                       "request body.") - 1);
 
     } else {
-        return NGX_OK;
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: rejected request: the body could not be read "
+                      "(%ui)", status);
+        ngx_http_qwen_reject(&err, NGX_HTTP_BAD_REQUEST,
+                             "invalid_request_body", NULL,
+                             "The request body could not be read.");
     }
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "qwen: rejected request: %s", reason);
-
-    ngx_http_qwen_error_set(err, NGX_HTTP_BAD_REQUEST,
-                            NGX_HTTP_QWEN_CLIENT_ERROR, code, param,
-                            (u_char *) reason, ngx_strlen(reason));
-
-    return NGX_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    qwen_json_scan_t *scan, ngx_chain_t *body)
-{
-    off_t                  len;
-    u_char                *last;
-    ngx_uint_t             n;
-    ngx_chain_t           *out;
-    ngx_table_elt_t       *h;
-    qwen_json_field_t     *model;
-    ngx_http_qwen_edit_t   edits[2], tmp;
-
-    model = &scan->fields[QWEN_FIELD_MODEL];
-    n = 0;
-
-    /*
-     * A model that stays the same and was written without escapes keeps
-     * its bytes.
-     */
-
-    if (ctx->model.len != ctx->requested_model.len
-        || ngx_strncmp(ctx->model.data, ctx->requested_model.data,
-                       ctx->model.len) != 0
-        || (size_t) (model->end - model->start) != ctx->model.len + 2)
-    {
-        edits[n].start = model->start;
-        edits[n].end = model->end;
-        edits[n].text.len = qwen_json_escaped_len(ctx->model.data,
-                                                  ctx->model.len);
-        edits[n].text.data = ngx_pnalloc(r->pool, edits[n].text.len);
-        if (edits[n].text.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        last = qwen_json_escape(edits[n].text.data, ctx->model.data,
-                                ctx->model.len);
-        edits[n].text.len = last - edits[n].text.data;
-        n++;
-    }
-
-    if (ngx_http_qwen_usage_edit(r, ctx, scan, &edits[n]) == NGX_OK) {
-        n++;
-    }
-
-    if (n == 0) {
-        /* the body stays as it is, even in its file */
-
-        if (body != r->request_body->bufs) {
-            for ( /* void */ ; body; body = body->next) {
-                ngx_pfree(r->pool, body->buf->start);
-            }
-        }
-
-        return NGX_OK;
-    }
-
-    if (n == 2 && edits[1].start < edits[0].start) {
-        tmp = edits[0];
-        edits[0] = edits[1];
-        edits[1] = tmp;
-    }
-
-    out = ngx_http_qwen_body_splice(r, body, edits, n, &len);
-    if (out == NULL) {
-        return NGX_ERROR;
-    }
-
-    r->request_body->bufs = out;
-    r->headers_in.content_length_n = len;
-
-    /* keep $content_length and the header in step with the new body */
-
-    h = r->headers_in.content_length;
-
-    if (h != NULL) {
-        h->value.data = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
-        if (h->value.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->value.len = ngx_sprintf(h->value.data, "%O", len)
-                       - h->value.data;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "qwen body rewritten, %O bytes from %O",
-                   len, (off_t) scan->offset);
-
-    return NGX_OK;
+    return ngx_http_qwen_fail(r, ctx, &err);
 }
 
 
 /*
- * A stream is asked for its usage ("stream_options":{"include_usage":true})
- * when the client did not ask for it, so that every stream can be
- * counted; the filter then removes the usage-only chunk this produces, and
- * the client sees the stream it asked for.  Only stream_options changes.
- * Returns NGX_OK with an edit to make, or NGX_DECLINED.
+ * The body is ready: right after it was read, or again in the location
+ * an internal redirect (error_page, a named location) led to, which may
+ * pick another region.
  */
 
 static ngx_int_t
-ngx_http_qwen_usage_edit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    qwen_json_scan_t *scan, ngx_http_qwen_edit_t *edit)
+ngx_http_qwen_ready(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 {
-    qwen_json_field_t         *so, *iu;
-    ngx_http_qwen_loc_conf_t  *qlcf;
+    ngx_http_qwen_error_t  err;
 
-    static ngx_str_t  add_member = ngx_string(
-                          ",\"stream_options\":{\"include_usage\":true}");
-    static ngx_str_t  new_object = ngx_string("{\"include_usage\":true}");
-    static ngx_str_t  first = ngx_string("\"include_usage\":true,");
-    static ngx_str_t  only = ngx_string("\"include_usage\":true");
-    static ngx_str_t  yes = ngx_string("true");
+    if (r->method != ctx->method) {
+        /*
+         * A URI-form error_page ("error_page 502 /fallback;") turns the
+         * request into a GET; the body is a POST's.
+         */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: %V request restored to %V after a redirect",
+                      &r->method_name, &ctx->method_name);
 
-    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
-
-    so = &scan->fields[QWEN_FIELD_STREAM_OPTIONS];
-    iu = &scan->fields[QWEN_FIELD_INCLUDE_USAGE];
-
-    if (!ctx->stream) {
-        return NGX_DECLINED;
+        r->method = ctx->method;
+        r->method_name = ctx->method_name;
     }
 
-    if (so->count && so->type == QWEN_JSON_OBJECT && iu->count == 1
-        && iu->type == QWEN_JSON_TRUE)
-    {
-        ctx->client_usage = 1;
-        return NGX_DECLINED;
+    err.status = 0;
+
+    if (ngx_http_qwen_region_select(r, ctx, &err) != NGX_OK) {
+        return ngx_http_qwen_fail(r, ctx, &err);
     }
 
-    if (!qlcf->inject_usage) {
-        return NGX_DECLINED;
-    }
-
-    if (so->count == 0) {
-        /* before the root object's closing brace */
-        edit->start = scan->root_end;
-        edit->end = scan->root_end;
-        edit->text = add_member;
-
-        if (scan->root_members == 0) {
-            edit->text.data++;
-            edit->text.len--;
-        }
-
-    } else if (so->type == QWEN_JSON_NULL) {
-        edit->start = so->start;
-        edit->end = so->end;
-        edit->text = new_object;
-
-    } else if (so->type != QWEN_JSON_OBJECT || iu->count > 1) {
-        /* not ours to fix: the upstream will answer it */
-        return NGX_DECLINED;
-
-    } else if (iu->count == 0) {
-        /* right after the opening brace */
-        edit->start = so->start + 1;
-        edit->end = so->start + 1;
-        edit->text = scan->stream_options_members ? first : only;
-
-    } else {
-        /* "include_usage": false, null or anything else */
-        edit->start = iu->start;
-        edit->end = iu->end;
-        edit->text = yes;
-    }
-
-    ctx->usage_injected = 1;
-
-    return NGX_OK;
-}
-
-
-/*
- * The gateway reads usage from the answer as it passes, so the upstream
- * is asked for it uncompressed; the client's own Accept-Encoding stays in
- * r->headers_in for nginx's gzip filter, which may compress the answer on
- * its way out.
- */
-
-static ngx_int_t
-ngx_http_qwen_identity_encoding(ngx_http_request_t *r)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *copy;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != sizeof("Accept-Encoding") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Accept-Encoding",
-                               sizeof("Accept-Encoding") - 1) != 0)
-        {
-            continue;
-        }
-
-#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
-        if (r->headers_in.accept_encoding == &h[i]) {
-            copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
-            if (copy == NULL) {
-                return NGX_ERROR;
-            }
-
-            *copy = h[i];
-            r->headers_in.accept_encoding = copy;
-        }
-#else
-        (void) copy;
-#endif
-
-        ngx_str_set(&h[i].value, "identity");
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * Returns the body as a chain of buffers in memory: the request's own
- * chain if it is all in memory, else a copy whose file parts were read.
- */
-
-static ngx_chain_t *
-ngx_http_qwen_body_in_memory(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    off_t         size;
-    u_char       *data;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_uint_t    buffers;
-    ngx_chain_t  *cl, *out, **ll;
-
-    buffers = 0;
-
-    for (cl = in; cl; cl = cl->next) {
-        buffers++;
-
-        if (!ngx_buf_in_memory(cl->buf) && ngx_buf_size(cl->buf)) {
-            break;
-        }
-    }
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "qwen body in %ui buffers", buffers);
-
-    if (cl == NULL) {
-        return in;
-    }
-
-    out = NULL;
-    ll = &out;
-
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (ngx_buf_in_memory(b)) {
-            data = b->pos;
-            size = b->last - b->pos;
-
-        } else {
-            size = b->file_last - b->file_pos;
-
-            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "qwen body reads %O bytes from \"%V\"",
-                           size, &b->file->name);
-
-            data = ngx_palloc(r->pool, size ? size : 1);
-            if (data == NULL) {
-                return NULL;
-            }
-
-            n = ngx_read_file(b->file, data, size, b->file_pos);
-
-            if (n != size) {
-                if (n != NGX_ERROR) {
-                    ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
-                                  ngx_read_file_n " read only %z of %O "
-                                  "from \"%V\"", n, size, &b->file->name);
-                }
-
-                return NULL;
-            }
-        }
-
-        if (size == 0) {
-            continue;
-        }
-
-        if (ngx_http_qwen_chain_add(r, &ll, data, data + size) != NGX_OK) {
-            return NULL;
-        }
-    }
-
-    return out ? out : in;
-}
-
-
-/*
- * Builds a new chain from "in" with the edits, sorted by offset and not
- * overlapping, applied.  Every buffer it makes starts at its "start", as
- * ngx_http_upstream_reinit() rewinds request buffers to "start" before
- * sending them to the next upstream server.
- */
-
-static ngx_chain_t *
-ngx_http_qwen_body_splice(ngx_http_request_t *r, ngx_chain_t *in,
-    ngx_http_qwen_edit_t *edits, ngx_uint_t n, off_t *len)
-{
-    off_t         offset, at;
-    u_char       *p, *stop;
-    ngx_buf_t    *b;
-    ngx_uint_t    e, emitted;
-    ngx_chain_t  *cl, *out, **ll;
-
-    out = NULL;
-    ll = &out;
-    offset = 0;
-    e = 0;
-    emitted = 0;
-
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-        p = b->pos;
-
-        while (p < b->last) {
-            at = offset + (p - b->pos);
-
-            if (e < n && at >= edits[e].start) {
-
-                if (!emitted) {
-                    if (edits[e].text.len
-                        && ngx_http_qwen_chain_add(r, &ll, edits[e].text.data,
-                                                   edits[e].text.data
-                                                   + edits[e].text.len)
-                           != NGX_OK)
-                    {
-                        return NULL;
-                    }
-
-                    emitted = 1;
-                }
-
-                /* skip what the edit replaces, up to this buffer's end */
-
-                if (edits[e].end - offset < b->last - b->pos) {
-                    p = b->pos + (edits[e].end - offset);
-
-                } else {
-                    p = b->last;
-                }
-
-                if (offset + (p - b->pos) >= edits[e].end) {
-                    e++;
-                    emitted = 0;
-                }
-
-                continue;
-            }
-
-            stop = b->last;
-
-            if (e < n && edits[e].start - offset < b->last - b->pos) {
-                stop = b->pos + (edits[e].start - offset);
-            }
-
-            if (ngx_http_qwen_chain_add(r, &ll, p, stop) != NGX_OK) {
-                return NULL;
-            }
-
-            p = stop;
-        }
-
-        offset += b->last - b->pos;
-    }
-
-    /* insertions at the very end */
-
-    for ( /* void */ ; e < n; e++) {
-        if (!emitted && edits[e].text.len
-            && ngx_http_qwen_chain_add(r, &ll, edits[e].text.data,
-                                       edits[e].text.data + edits[e].text.len)
-               != NGX_OK)
-        {
-            return NULL;
-        }
-
-        emitted = 0;
-    }
-
-    *len = 0;
-
-    for (cl = out; cl; cl = cl->next) {
-        *len += cl->buf->last - cl->buf->pos;
-
-        if (cl->next == NULL) {
-            cl->buf->last_buf = 1;
-            cl->buf->last_in_chain = 1;
-        }
-    }
-
-    return out;
-}
-
-
-static ngx_int_t
-ngx_http_qwen_chain_add(ngx_http_request_t *r, ngx_chain_t ***ll,
-    u_char *pos, u_char *last)
-{
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->start = pos;
-    b->pos = pos;
-    b->last = last;
-    b->end = last;
-    b->memory = 1;
-
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    cl->buf = b;
-    cl->next = NULL;
-
-    **ll = cl;
-    *ll = &cl->next;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_qwen_route(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    ngx_http_qwen_error_t *err)
-{
-    ngx_int_t  rc;
-
-    rc = ngx_http_qwen_region_select(r, ctx, err);
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return NGX_DECLINED;
+    if (ngx_http_qwen_headers_shape(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "qwen region \"%V\", upstream \"%V\"",
                    &ctx->region->name, &ctx->region->url);
 
-    return ngx_http_qwen_region_set_key(r, ctx);
+    return NGX_DECLINED;
 }
 
 
 /*
- * Answers with the error and ends the request from within the access
- * phase; NGX_DONE tells the phase engine that the request is taken care
- * of.  A route failure without an error body is a plain 500.
+ * Answers with the error and ends the request from within the phase;
+ * NGX_DONE tells the phase engine that the request is taken care of.
+ * An error without a body is a plain 500.
  */
 
 static ngx_int_t
-ngx_http_qwen_fail(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
+ngx_http_qwen_fail(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_http_qwen_error_t *err)
 {
     if (err->status == 0) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    if (err != &ctx->error) {
+        ctx->error = *err;
+    }
+
+    ctx->state = NGX_HTTP_QWEN_FAILED;
 
     ngx_http_finalize_request(r, ngx_http_qwen_send_error(r, err));
 
@@ -839,24 +326,37 @@ ngx_http_qwen_fail(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
 }
 
 
-static ngx_uint_t
-ngx_http_qwen_too_large(ngx_http_request_t *r, ngx_http_qwen_loc_conf_t *qlcf,
-    ngx_http_qwen_error_t *err)
+/*
+ * The largest body taken: qwen_max_body_size, and nginx's own
+ * client_max_body_size when that is smaller (nginx checks it first for a
+ * Content-Length, with an HTML page; a body that reaches the gateway any
+ * other way is held to it here, with JSON).  0: no limit.
+ */
+
+static off_t
+ngx_http_qwen_body_limit(ngx_http_request_t *r,
+    ngx_http_qwen_loc_conf_t *qlcf)
 {
-    if (qlcf->max_body_size == 0
-        || r->headers_in.content_length_n <= qlcf->max_body_size)
+    off_t                      limit;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    limit = qlcf->max_body_size;
+
+    if (clcf->client_max_body_size
+        && (limit == 0 || clcf->client_max_body_size < limit))
     {
-        return 0;
+        limit = clcf->client_max_body_size;
     }
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "qwen: rejected request: body of %O bytes is larger "
-                  "than qwen_max_body_size %O",
-                  r->headers_in.content_length_n, qlcf->max_body_size);
+    return limit;
+}
 
-    ngx_http_qwen_reject(err, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                         "request_too_large", NULL,
-                         "The request body is too large.");
 
-    return 1;
+static void
+ngx_http_qwen_too_large(ngx_http_request_t *r, off_t size, off_t limit,
+    ngx_http_qwen_error_t *err)
+{
+    ngx_http_qwen_body_too_large(r, size, limit, err);
 }

@@ -574,6 +574,8 @@ ngx_http_qwen_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    ngx_http_qwen_credential_seal(r, ctx);
+
     ngx_http_qwen_account(r, ctx);
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
@@ -604,8 +606,14 @@ ngx_http_qwen_log_handler(ngx_http_request_t *r)
         ngx_http_qwen_ttft_observe(&add, ctx->ttft_msec);
     }
 
-    if (ctx->model.len) {
-        key.model = ctx->model;
+    if (ctx->entry) {
+        /* labels come from the catalogue: a bounded set */
+        key.model = ctx->entry->id;
+        key.provider = ctx->provider;
+
+    } else if (ctx->model.len) {
+        /* a name the client chose (qwen_unknown_model pass, patterns) */
+        ngx_str_set(&key.model, "other");
         key.provider = ctx->provider;
 
     } else {

@@ -189,7 +189,7 @@ ngx_http_qwen_variable_stream(ngx_http_request_t *r,
 
     ctx = ngx_http_qwen_get_ctx(r->main);
 
-    if (ctx == NULL || !ctx->body_done) {
+    if (ctx == NULL || ctx->state != NGX_HTTP_QWEN_READY) {
         v->not_found = 1;
         return NGX_OK;
     }

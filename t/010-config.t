@@ -237,6 +237,7 @@ invalid value "maybe" in
 === TEST 22: qwen_gateway is a location directive
 --- http_config
     qwen_gateway on;
+    proxy_set_header Authorization $qwen_upstream_authorization;
 --- must_die
 --- error_log
 "qwen_gateway" directive is not allowed here

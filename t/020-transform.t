@@ -25,6 +25,7 @@ _EOC_
         $block->set_value("config", <<'_EOC_');
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
@@ -132,6 +133,7 @@ transformed model "qwen/qwen-max" to "qwen-max"
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_unknown_model pass;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
@@ -148,6 +150,7 @@ transformed model "qwen-brand-new" to "qwen-brand-new" for provider alibaba-clou
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_unknown_model pass;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }

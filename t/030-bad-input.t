@@ -22,6 +22,7 @@ _EOC_
         $block->set_value("config", <<'_EOC_');
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_max_body_size 4k;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }

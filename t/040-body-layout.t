@@ -41,6 +41,7 @@ __DATA__
     location /v1/chat/completions {
         client_body_in_file_only clean;
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- more_headers
@@ -59,6 +60,7 @@ X-Mock-Echo: body
     location /v1/chat/completions {
         client_body_in_file_only clean;
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- more_headers
@@ -78,6 +80,7 @@ qwen body rewritten
     location /v1/chat/completions {
         client_body_buffer_size 1k;
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- more_headers
@@ -96,6 +99,7 @@ qr/qwen body reads 5\d\d\d bytes from/
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- raw_request eval
@@ -115,6 +119,7 @@ qr/qwen body in [2-9] buffers/
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- raw_request eval
@@ -131,6 +136,7 @@ my $body = '{"model":"qwen/qwen-turbo","messages":[{"role":"user","content":"hi"
     location /v1/chat/completions {
         client_body_buffer_size 11m;
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- more_headers
@@ -152,6 +158,7 @@ qwen body reads
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- more_headers

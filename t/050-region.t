@@ -46,6 +46,7 @@ _EOC_
         $block->set_value("config", <<'_EOC_');
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region $region;
         proxy_set_header Host $qwen_upstream_host;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
@@ -178,6 +179,7 @@ qwen: qwen_default_region gave "atlantis", which is no region
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- request eval
@@ -209,6 +211,7 @@ qwen: model "qwen-long" is offered in no configured region
 
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region $http_x_region;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
@@ -248,6 +251,7 @@ client-secret-key
 
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region $http_x_region;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }

@@ -35,6 +35,7 @@ _EOC_
         $block->set_value("config", <<'_EOC_');
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_buffering off;
@@ -92,6 +93,7 @@ qr/\Adata: \{[^\n]*"delta":\{"role":"assistant","content":""\}[^\n]*\n\n(data: \
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region flaky;
         proxy_next_upstream error;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
@@ -115,6 +117,7 @@ connect() failed (111: Connection refused) while connecting to upstream
     location /v1/chat/completions {
         client_body_in_file_only clean;
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region flaky;
         proxy_next_upstream error;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
@@ -137,6 +140,7 @@ connect() failed (111: Connection refused) while connecting to upstream
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region dead;
         error_page 502 = @beijing;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
@@ -144,6 +148,7 @@ connect() failed (111: Connection refused) while connecting to upstream
 
     location @beijing {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region beijing;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
         add_header X-Qwen "$qwen_model $qwen_region";
@@ -168,6 +173,7 @@ connect() failed (111: Connection refused) while connecting to upstream
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_read_timeout 200ms;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }

@@ -76,6 +76,7 @@ _EOC_
     $block->set_value("config", <<'_EOC_');
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_buffering off;

@@ -35,6 +35,7 @@ _EOC_
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_buffering off;
@@ -222,6 +223,7 @@ qwen-usage qwen-plus p=11 c=4 t=15 k=0 r=- cost=0.000009200 inc=0 rm=qwen-plus
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode$uri;
     }
 --- more_headers
@@ -258,6 +260,7 @@ qwen-usage qwen-plus p=11 c=4 t=15 k=0 r=- cost=0.000009200 inc=0 rm=qwen-plus
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_inject_usage off;
         proxy_pass $qwen_upstream/compatible-mode$uri;
     }
@@ -276,6 +279,7 @@ X-Mock-Echo: body
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_inject_usage off;
         proxy_buffering off;
         proxy_pass $qwen_upstream/compatible-mode$uri;
@@ -336,6 +340,7 @@ qr/"accept-encoding":"identity"/
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode$uri;
     }
 --- more_headers
@@ -359,6 +364,7 @@ qr/qwen-ttft 0\.(2[89]\d|[3-9]\d\d)$/
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_buffering off;
         proxy_pass $qwen_upstream/compatible-mode$uri;
     }
@@ -389,6 +395,7 @@ qwen-usage qwen-plus p=3 c=70000 inc=0
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_pass $qwen_upstream/compatible-mode$uri;
     }
 --- tcp_listen: 19872
@@ -433,6 +440,7 @@ my $body = '{"stream":true,"model":"alibaba-cloud/qwen-max","messages":[{"role":
 
     location /v1/ {
         qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
         proxy_buffer_size 1k;
         proxy_buffers 2 1k;
         proxy_busy_buffers_size 1k;

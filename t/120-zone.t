@@ -24,7 +24,10 @@ my $dir = tempdir(CLEANUP => 1);
 mkdir "$dir/$_" for qw(conf logs);
 
 sub write_conf {
-    my ($zone) = @_;
+    my ($zone, $models) = @_;
+    # metric labels come from the catalogue: filling the zone takes
+    # catalogued models
+    my $inline = join '', map { "    qwen_model model-$_;\n" } 1 .. ($models || 0);
     open my $fh, '>', "$dir/conf/nginx.conf" or die $!;
     print $fh <<"_EOC_";
 load_module $so;
@@ -37,10 +40,11 @@ http {
     qwen_models_file $repo/conf-examples/qwen-models.json;
     qwen_region singapore url=http://mock key=sk-mock;
     qwen_metrics_zone qwen $zone;
-    server {
+$inline    server {
         listen 127.0.0.1:$port;
         location /v1/ {
             qwen_gateway on;
+            proxy_set_header Authorization \$qwen_upstream_authorization;
             qwen_unknown_model pass;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -111,6 +115,16 @@ like(status(), qr/"model":"qwen-coder".*"unpriced":3/,
 is(log_count(qr/model "qwen-coder" has no price in the catalogue/), 1,
    'and logged once');
 
+# models outside the catalogue, passed on: one label, "other", so names a
+# client chooses can neither grow the label set nor churn the zone
+
+chat("client-chosen-$_") for 1 .. 5;
+like(status(), qr/"model":"other".*"requests":\{"2xx":5\}.*"unpriced":5/,
+     'names the client chose are counted under "other"');
+unlike(status(), qr/client-chosen/, 'and never become a label');
+is(log_count(qr/model "client-chosen-\d+" has no price/), 1,
+   'and are logged once, not once each');
+
 # a client that walks away in the middle of a stream
 
 {
@@ -138,7 +152,7 @@ like(status(), qr/"model":"qwen-turbo".*?"incomplete":1/,
 
 system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'stop');
 sleep 0.5;
-write_conf('32k');
+write_conf('32k', 300);
 system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf") == 0
     or BAIL_OUT('nginx did not start');
 ok(wait_up(), 'nginx is up with a 32k zone');

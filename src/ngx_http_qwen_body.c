@@ -1,0 +1,725 @@
+
+/*
+ * Copyright (C) the ngx_http_qwen_module authors
+ *
+ * The request body: validated in one pass wherever nginx keeps it, the
+ * model resolved, and a body handed to proxy_pass in which only the
+ * "model" value (and, for a stream, "stream_options") changed.
+ *
+ * The new body is spliced, not re-serialised: buffers that point into the
+ * client's body around the old value, and one small buffer with the new
+ * value.  A body in memory is not copied at all; a body nginx wrote to a
+ * temporary file is read into memory once (see ngx_http_qwen_body_in_memory
+ * for why, and for the bound).
+ */
+
+
+#include "ngx_http_qwen_module.h"
+
+
+#define NGX_HTTP_QWEN_CLIENT_ERROR  "invalid_request_error"
+#define NGX_HTTP_QWEN_FAILED  "The gateway failed to process the request."
+
+#define ngx_http_qwen_reject(err, status, code, param, text)                 \
+    ngx_http_qwen_error_set(err, status, NGX_HTTP_QWEN_CLIENT_ERROR, code,  \
+                            param, (u_char *) text, sizeof(text) - 1)
+
+
+/* a replacement of the bytes [start, end) of the body */
+typedef struct {
+    off_t                      start;
+    off_t                      end;
+    ngx_str_t                  text;
+} ngx_http_qwen_edit_t;
+
+
+static ngx_int_t ngx_http_qwen_check_body(ngx_http_request_t *r,
+    qwen_json_scan_t *scan, ngx_http_qwen_error_t *err);
+static ngx_int_t ngx_http_qwen_model_valid(ngx_http_request_t *r,
+    ngx_str_t *name, const char *which, ngx_http_qwen_error_t *err);
+static ngx_int_t ngx_http_qwen_rewrite_body(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan, ngx_chain_t *body);
+static ngx_int_t ngx_http_qwen_usage_edit(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan,
+    ngx_http_qwen_edit_t *edit);
+static ngx_chain_t *ngx_http_qwen_body_in_memory(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_chain_t *ngx_http_qwen_body_splice(ngx_http_request_t *r,
+    ngx_chain_t *in, ngx_http_qwen_edit_t *edits, ngx_uint_t n, off_t *len);
+static ngx_int_t ngx_http_qwen_chain_add(ngx_http_request_t *r,
+    ngx_chain_t ***ll, u_char *pos, u_char *last);
+
+
+ngx_int_t
+ngx_http_qwen_body_process(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    off_t limit, ngx_http_qwen_error_t *err)
+{
+    size_t                     len;
+    u_char                    *p, *msg;
+    ngx_int_t                  rc;
+    ngx_chain_t               *cl, *body;
+    qwen_json_scan_t           scan;
+    ngx_http_qwen_loc_conf_t  *qlcf;
+
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: rejected request: the body is empty");
+
+        ngx_http_qwen_reject(err, NGX_HTTP_BAD_REQUEST, "invalid_json", NULL,
+                             "The request body is empty.");
+        return NGX_ERROR;
+    }
+
+    /*
+     * A chunked body had no Content-Length to check before reading; once
+     * read, nginx has set content_length_n to its size.
+     */
+
+    if (limit && r->headers_in.content_length_n > limit) {
+        ngx_http_qwen_body_too_large(r, r->headers_in.content_length_n,
+                                     limit, err);
+        return NGX_ERROR;
+    }
+
+    body = ngx_http_qwen_body_in_memory(r, r->request_body->bufs);
+    if (body == NULL) {
+        goto server_error;
+    }
+
+    qwen_json_scan_init(&scan);
+
+    for (cl = body; cl; cl = cl->next) {
+        if (qwen_json_scan(&scan, cl->buf->pos, cl->buf->last - cl->buf->pos)
+            != 0)
+        {
+            break;
+        }
+    }
+
+    (void) qwen_json_scan_finish(&scan);
+
+    if (ngx_http_qwen_check_body(r, &scan, err) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->requested_model.len = scan.model_len;
+    ctx->requested_model.data = ngx_pnalloc(r->pool, scan.model_len);
+    if (ctx->requested_model.data == NULL) {
+        goto server_error;
+    }
+
+    ngx_memcpy(ctx->requested_model.data, scan.model, scan.model_len);
+
+    if (ngx_http_qwen_model_valid(r, &ctx->requested_model, "requested",
+                                  err)
+        != NGX_OK)
+    {
+        ngx_str_null(&ctx->requested_model);
+        return NGX_ERROR;
+    }
+
+    ctx->stream = (scan.fields[QWEN_FIELD_STREAM].type == QWEN_JSON_TRUE);
+
+    rc = ngx_http_qwen_catalog_resolve(r, ctx, qlcf->unknown_model);
+
+    if (rc == NGX_ERROR) {
+        goto server_error;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: rejected request: unknown model \"%V\"",
+                      &ctx->requested_model);
+
+        /* the model name comes from the client: the error body escapes it */
+
+        len = sizeof("The model `` does not exist or you do not have access "
+                     "to it.") - 1 + ctx->requested_model.len;
+        msg = ngx_pnalloc(r->pool, len);
+        if (msg == NULL) {
+            goto server_error;
+        }
+
+        ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND,
+                                NGX_HTTP_QWEN_CLIENT_ERROR, "model_not_found",
+                                "model", msg, len);
+
+        p = ngx_cpymem(msg, "The model `", 11);
+        p = ngx_cpymem(p, ctx->requested_model.data,
+                       ctx->requested_model.len);
+        ngx_memcpy(p, "` does not exist or you do not have access to it.",
+                   sizeof("` does not exist or you do not have access to "
+                          "it.") - 1);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_qwen_model_valid(r, &ctx->model, "resolved", err)
+        != NGX_OK)
+    {
+        ngx_str_null(&ctx->model);
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "qwen: transformed model \"%V\" to \"%V\" for provider %V",
+                  &ctx->requested_model, &ctx->model, &ctx->provider);
+
+    if (ngx_http_qwen_rewrite_body(r, ctx, &scan, body) != NGX_OK) {
+        goto server_error;
+    }
+
+    return NGX_OK;
+
+server_error:
+
+    ngx_http_qwen_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                            "server_error", NULL, NULL,
+                            (u_char *) NGX_HTTP_QWEN_FAILED,
+                            sizeof(NGX_HTTP_QWEN_FAILED) - 1);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * The 413 of a body over the limit, naming the directive that set the
+ * limit: qwen_max_body_size, or nginx's client_max_body_size when smaller.
+ */
+
+void
+ngx_http_qwen_body_too_large(ngx_http_request_t *r, off_t size, off_t limit,
+    ngx_http_qwen_error_t *err)
+{
+    ngx_http_qwen_loc_conf_t  *qlcf;
+
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "qwen: rejected request: body of %O bytes is larger than "
+                  "%s %O", size,
+                  (limit == qlcf->max_body_size) ? "qwen_max_body_size"
+                                                 : "client_max_body_size",
+                  limit);
+
+    ngx_http_qwen_reject(err, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                         "request_too_large", NULL,
+                         "The request body is too large.");
+}
+
+
+static ngx_int_t
+ngx_http_qwen_check_body(ngx_http_request_t *r, qwen_json_scan_t *scan,
+    ngx_http_qwen_error_t *err)
+{
+    u_char              *p, *buf;
+    const char          *reason, *code, *param;
+    qwen_json_field_t   *model;
+
+    model = &scan->fields[QWEN_FIELD_MODEL];
+    code = "invalid_request_body";
+    param = NULL;
+
+    if (scan->error) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: rejected request: the body is not valid JSON: "
+                      "%s at byte %O", scan->error,
+                      (off_t) scan->error_offset);
+
+        buf = ngx_pnalloc(r->pool, 128);
+        if (buf == NULL) {
+            ngx_http_qwen_reject(err, NGX_HTTP_BAD_REQUEST, "invalid_json",
+                                 NULL, "The request body is not valid JSON.");
+            return NGX_ERROR;
+        }
+
+        p = ngx_snprintf(buf, 128,
+                         "The request body is not valid JSON: %s at byte %O.",
+                         scan->error, (off_t) scan->error_offset);
+
+        ngx_http_qwen_error_set(err, NGX_HTTP_BAD_REQUEST,
+                                NGX_HTTP_QWEN_CLIENT_ERROR, "invalid_json",
+                                NULL, buf, p - buf);
+        return NGX_ERROR;
+    }
+
+    if (scan->root_type != QWEN_JSON_OBJECT) {
+        reason = "The request body must be a JSON object.";
+
+    } else if (model->count == 0) {
+        reason = "The request body has no \"model\".";
+        code = "missing_model";
+        param = "model";
+
+    } else if (model->count > 1) {
+        reason = "The request body has \"model\" more than once.";
+        code = "duplicate_model";
+        param = "model";
+
+    } else if (model->type != QWEN_JSON_STRING) {
+        reason = "The \"model\" member must be a string.";
+        code = "invalid_model";
+        param = "model";
+
+    } else if (scan->model_overflow || scan->model_len == 0) {
+        reason = "The \"model\" member must be a model name of 1 to 256 "
+                 "bytes.";
+        code = "invalid_model";
+        param = "model";
+
+    } else if (scan->fields[QWEN_FIELD_STREAM].count > 1) {
+        reason = "The request body has \"stream\" more than once.";
+        param = "stream";
+
+    } else if (scan->fields[QWEN_FIELD_STREAM_OPTIONS].count > 1) {
+        reason = "The request body has \"stream_options\" more than once.";
+        param = "stream_options";
+
+    } else if (scan->fields[QWEN_FIELD_INCLUDE_USAGE].count > 1) {
+        /* which one an upstream reads is its own choice: refuse both */
+        reason = "The request body has \"stream_options.include_usage\" "
+                 "more than once.";
+        param = "stream_options.include_usage";
+
+    } else {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "qwen: rejected request: %s", reason);
+
+    ngx_http_qwen_error_set(err, NGX_HTTP_BAD_REQUEST,
+                            NGX_HTTP_QWEN_CLIENT_ERROR, code, param,
+                            (u_char *) reason, ngx_strlen(reason));
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * A model name goes into log lines, metrics and, as $qwen_model, maybe a
+ * header: control characters (CR, LF, ...) would split them, so a name
+ * with one is refused before it is used anywhere, and never printed.
+ */
+
+static ngx_int_t
+ngx_http_qwen_model_valid(ngx_http_request_t *r, ngx_str_t *name,
+    const char *which, ngx_http_qwen_error_t *err)
+{
+    size_t  i;
+
+    for (i = 0; i < name->len; i++) {
+        if (name->data[i] < 0x20 || name->data[i] == 0x7f) {
+            break;
+        }
+    }
+
+    if (i == name->len) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "qwen: rejected request: the %s model name has a control "
+                  "character (0x%02xi) at byte %uz", which,
+                  (ngx_int_t) name->data[i], i);
+
+    ngx_http_qwen_reject(err, NGX_HTTP_BAD_REQUEST, "invalid_value", "model",
+                         "The model name must not contain control "
+                         "characters.");
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    qwen_json_scan_t *scan, ngx_chain_t *body)
+{
+    off_t                  len;
+    u_char                *last;
+    ngx_uint_t             n;
+    ngx_chain_t           *out;
+    ngx_table_elt_t       *h;
+    qwen_json_field_t     *model;
+    ngx_http_qwen_edit_t   edits[2], tmp;
+
+    model = &scan->fields[QWEN_FIELD_MODEL];
+    n = 0;
+
+    /*
+     * A model that stays the same and was written without escapes keeps
+     * its bytes.
+     */
+
+    if (ctx->model.len != ctx->requested_model.len
+        || ngx_strncmp(ctx->model.data, ctx->requested_model.data,
+                       ctx->model.len) != 0
+        || (size_t) (model->end - model->start) != ctx->model.len + 2)
+    {
+        edits[n].start = model->start;
+        edits[n].end = model->end;
+        edits[n].text.len = qwen_json_escaped_len(ctx->model.data,
+                                                  ctx->model.len);
+        edits[n].text.data = ngx_pnalloc(r->pool, edits[n].text.len);
+        if (edits[n].text.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        last = qwen_json_escape(edits[n].text.data, ctx->model.data,
+                                ctx->model.len);
+        edits[n].text.len = last - edits[n].text.data;
+        n++;
+    }
+
+    if (ngx_http_qwen_usage_edit(r, ctx, scan, &edits[n]) == NGX_OK) {
+        n++;
+    }
+
+    if (n == 0) {
+        /* the body stays as it is, even in its file */
+
+        if (body != r->request_body->bufs) {
+            for ( /* void */ ; body; body = body->next) {
+                ngx_pfree(r->pool, body->buf->start);
+            }
+        }
+
+        return NGX_OK;
+    }
+
+    if (n == 2 && edits[1].start < edits[0].start) {
+        tmp = edits[0];
+        edits[0] = edits[1];
+        edits[1] = tmp;
+    }
+
+    out = ngx_http_qwen_body_splice(r, body, edits, n, &len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->request_body->bufs = out;
+    r->headers_in.content_length_n = len;
+
+    /* keep $content_length and the header in step with the new body */
+
+    h = r->headers_in.content_length;
+
+    if (h != NULL) {
+        h->value.data = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->value.len = ngx_sprintf(h->value.data, "%O", len)
+                       - h->value.data;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "qwen body rewritten, %O bytes from %O",
+                   len, (off_t) scan->offset);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A stream is asked for its usage ("stream_options":{"include_usage":true})
+ * when the client did not ask for it, so that every stream can be
+ * counted; the filter then removes the usage-only chunk this produces, and
+ * the client sees the stream it asked for.  Only stream_options changes.
+ * Returns NGX_OK with an edit to make, or NGX_DECLINED.
+ */
+
+static ngx_int_t
+ngx_http_qwen_usage_edit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    qwen_json_scan_t *scan, ngx_http_qwen_edit_t *edit)
+{
+    qwen_json_field_t         *so, *iu;
+    ngx_http_qwen_loc_conf_t  *qlcf;
+
+    static ngx_str_t  add_member = ngx_string(
+                          ",\"stream_options\":{\"include_usage\":true}");
+    static ngx_str_t  new_object = ngx_string("{\"include_usage\":true}");
+    static ngx_str_t  first = ngx_string("\"include_usage\":true,");
+    static ngx_str_t  only = ngx_string("\"include_usage\":true");
+    static ngx_str_t  yes = ngx_string("true");
+
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    so = &scan->fields[QWEN_FIELD_STREAM_OPTIONS];
+    iu = &scan->fields[QWEN_FIELD_INCLUDE_USAGE];
+
+    if (!ctx->stream) {
+        return NGX_DECLINED;
+    }
+
+    if (so->count && so->type == QWEN_JSON_OBJECT && iu->count == 1
+        && iu->type == QWEN_JSON_TRUE)
+    {
+        ctx->client_usage = 1;
+        return NGX_DECLINED;
+    }
+
+    if (!qlcf->inject_usage) {
+        return NGX_DECLINED;
+    }
+
+    if (so->count == 0) {
+        /* before the root object's closing brace */
+        edit->start = scan->root_end;
+        edit->end = scan->root_end;
+        edit->text = add_member;
+
+        if (scan->root_members == 0) {
+            edit->text.data++;
+            edit->text.len--;
+        }
+
+    } else if (so->type == QWEN_JSON_NULL) {
+        edit->start = so->start;
+        edit->end = so->end;
+        edit->text = new_object;
+
+    } else if (so->type != QWEN_JSON_OBJECT) {
+        /* not ours to fix: the upstream will answer it */
+        return NGX_DECLINED;
+
+    } else if (iu->count == 0) {
+        /* right after the opening brace */
+        edit->start = so->start + 1;
+        edit->end = so->start + 1;
+        edit->text = scan->stream_options_members ? first : only;
+
+    } else {
+        /* "include_usage": false, null or anything else */
+        edit->start = iu->start;
+        edit->end = iu->end;
+        edit->text = yes;
+    }
+
+    ctx->usage_injected = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Returns the body as a chain of buffers in memory: the request's own
+ * chain if it is all in memory, else a copy whose file parts were read.
+ */
+
+static ngx_chain_t *
+ngx_http_qwen_body_in_memory(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    off_t         size;
+    u_char       *data;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_uint_t    buffers;
+    ngx_chain_t  *cl, *out, **ll;
+
+    buffers = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        buffers++;
+
+        if (!ngx_buf_in_memory(cl->buf) && ngx_buf_size(cl->buf)) {
+            break;
+        }
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "qwen body in %ui buffers", buffers);
+
+    if (cl == NULL) {
+        return in;
+    }
+
+    out = NULL;
+    ll = &out;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            data = b->pos;
+            size = b->last - b->pos;
+
+        } else {
+            size = b->file_last - b->file_pos;
+
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "qwen body reads %O bytes from \"%V\"",
+                           size, &b->file->name);
+
+            data = ngx_palloc(r->pool, size ? size : 1);
+            if (data == NULL) {
+                return NULL;
+            }
+
+            n = ngx_read_file(b->file, data, size, b->file_pos);
+
+            if (n != size) {
+                if (n != NGX_ERROR) {
+                    ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                                  ngx_read_file_n " read only %z of %O "
+                                  "from \"%V\"", n, size, &b->file->name);
+                }
+
+                return NULL;
+            }
+        }
+
+        if (size == 0) {
+            continue;
+        }
+
+        if (ngx_http_qwen_chain_add(r, &ll, data, data + size) != NGX_OK) {
+            return NULL;
+        }
+    }
+
+    return out ? out : in;
+}
+
+
+/*
+ * Builds a new chain from "in" with the edits, sorted by offset and not
+ * overlapping, applied.  Every buffer it makes starts at its "start", as
+ * ngx_http_upstream_reinit() rewinds request buffers to "start" before
+ * sending them to the next upstream server.
+ */
+
+static ngx_chain_t *
+ngx_http_qwen_body_splice(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_http_qwen_edit_t *edits, ngx_uint_t n, off_t *len)
+{
+    off_t         offset, at;
+    u_char       *p, *stop;
+    ngx_buf_t    *b;
+    ngx_uint_t    e, emitted;
+    ngx_chain_t  *cl, *out, **ll;
+
+    out = NULL;
+    ll = &out;
+    offset = 0;
+    e = 0;
+    emitted = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+        p = b->pos;
+
+        while (p < b->last) {
+            at = offset + (p - b->pos);
+
+            if (e < n && at >= edits[e].start) {
+
+                if (!emitted) {
+                    if (edits[e].text.len
+                        && ngx_http_qwen_chain_add(r, &ll, edits[e].text.data,
+                                                   edits[e].text.data
+                                                   + edits[e].text.len)
+                           != NGX_OK)
+                    {
+                        return NULL;
+                    }
+
+                    emitted = 1;
+                }
+
+                /* skip what the edit replaces, up to this buffer's end */
+
+                if (edits[e].end - offset < b->last - b->pos) {
+                    p = b->pos + (edits[e].end - offset);
+
+                } else {
+                    p = b->last;
+                }
+
+                if (offset + (p - b->pos) >= edits[e].end) {
+                    e++;
+                    emitted = 0;
+                }
+
+                continue;
+            }
+
+            stop = b->last;
+
+            if (e < n && edits[e].start - offset < b->last - b->pos) {
+                stop = b->pos + (edits[e].start - offset);
+            }
+
+            if (ngx_http_qwen_chain_add(r, &ll, p, stop) != NGX_OK) {
+                return NULL;
+            }
+
+            p = stop;
+        }
+
+        offset += b->last - b->pos;
+    }
+
+    /* insertions at the very end */
+
+    for ( /* void */ ; e < n; e++) {
+        if (!emitted && edits[e].text.len
+            && ngx_http_qwen_chain_add(r, &ll, edits[e].text.data,
+                                       edits[e].text.data + edits[e].text.len)
+               != NGX_OK)
+        {
+            return NULL;
+        }
+
+        emitted = 0;
+    }
+
+    *len = 0;
+
+    for (cl = out; cl; cl = cl->next) {
+        *len += cl->buf->last - cl->buf->pos;
+
+        if (cl->next == NULL) {
+            cl->buf->last_buf = 1;
+            cl->buf->last_in_chain = 1;
+        }
+    }
+
+    return out;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_chain_add(ngx_http_request_t *r, ngx_chain_t ***ll,
+    u_char *pos, u_char *last)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->start = pos;
+    b->pos = pos;
+    b->last = last;
+    b->end = last;
+    b->memory = 1;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    **ll = cl;
+    *ll = &cl->next;
+
+    return NGX_OK;
+}

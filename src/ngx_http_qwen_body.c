@@ -15,6 +15,7 @@
 
 
 #include "ngx_http_qwen_module.h"
+#include "ngx_http_qwen_edit.h"
 
 
 #define NGX_HTTP_QWEN_CLIENT_ERROR  "invalid_request_error"
@@ -25,12 +26,11 @@
                             param, (u_char *) text, sizeof(text) - 1)
 
 
-/* a replacement of the bytes [start, end) of the body */
+/* where qwen_splice() puts the new body */
 typedef struct {
-    off_t                      start;
-    off_t                      end;
-    ngx_str_t                  text;
-} ngx_http_qwen_edit_t;
+    ngx_http_request_t        *request;
+    ngx_chain_t              **last;
+} ngx_http_qwen_splice_out_t;
 
 
 static ngx_int_t ngx_http_qwen_check_body(ngx_http_request_t *r,
@@ -39,13 +39,12 @@ static ngx_int_t ngx_http_qwen_model_valid(ngx_http_request_t *r,
     ngx_str_t *name, const char *which, ngx_http_qwen_error_t *err);
 static ngx_int_t ngx_http_qwen_rewrite_body(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan, ngx_chain_t *body);
-static ngx_int_t ngx_http_qwen_usage_edit(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan,
-    ngx_http_qwen_edit_t *edit);
 static ngx_chain_t *ngx_http_qwen_body_in_memory(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_chain_t *ngx_http_qwen_body_splice(ngx_http_request_t *r,
-    ngx_chain_t *in, ngx_http_qwen_edit_t *edits, ngx_uint_t n, off_t *len);
+    ngx_chain_t *in, qwen_edit_plan_t *plan, off_t *len);
+static int ngx_http_qwen_splice_emit(void *data, const unsigned char *p,
+    size_t len);
 static ngx_int_t ngx_http_qwen_chain_add(ngx_http_request_t *r,
     ngx_chain_t ***ll, u_char *pos, u_char *last);
 
@@ -336,47 +335,49 @@ static ngx_int_t
 ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     qwen_json_scan_t *scan, ngx_chain_t *body)
 {
-    off_t                  len;
-    u_char                *last;
-    ngx_uint_t             n;
-    ngx_chain_t           *out;
-    ngx_table_elt_t       *h;
-    qwen_json_field_t     *model;
-    ngx_http_qwen_edit_t   edits[2], tmp;
+    off_t                      len;
+    u_char                    *text, *last;
+    size_t                     text_len;
+    ngx_chain_t               *out;
+    ngx_table_elt_t           *h;
+    qwen_edit_plan_t           plan;
+    ngx_http_qwen_loc_conf_t  *qlcf;
 
-    model = &scan->fields[QWEN_FIELD_MODEL];
-    n = 0;
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    text = NULL;
+    text_len = 0;
 
     /*
      * A model that stays the same and was written without escapes keeps
      * its bytes.
      */
 
-    if (ctx->model.len != ctx->requested_model.len
-        || ngx_strncmp(ctx->model.data, ctx->requested_model.data,
-                       ctx->model.len) != 0
-        || (size_t) (model->end - model->start) != ctx->model.len + 2)
-    {
-        edits[n].start = model->start;
-        edits[n].end = model->end;
-        edits[n].text.len = qwen_json_escaped_len(ctx->model.data,
-                                                  ctx->model.len);
-        edits[n].text.data = ngx_pnalloc(r->pool, edits[n].text.len);
-        if (edits[n].text.data == NULL) {
+    if (!qwen_edit_model_kept(scan, ctx->model.data, ctx->model.len)) {
+        text_len = qwen_json_escaped_len(ctx->model.data, ctx->model.len);
+        text = ngx_pnalloc(r->pool, text_len);
+        if (text == NULL) {
             return NGX_ERROR;
         }
 
-        last = qwen_json_escape(edits[n].text.data, ctx->model.data,
-                                ctx->model.len);
-        edits[n].text.len = last - edits[n].text.data;
-        n++;
+        last = qwen_json_escape(text, ctx->model.data, ctx->model.len);
+        text_len = last - text;
     }
 
-    if (ngx_http_qwen_usage_edit(r, ctx, scan, &edits[n]) == NGX_OK) {
-        n++;
+    /* and for a stream, stream_options (see ngx_http_qwen_edit.c) */
+
+    qwen_edit_plan(&plan, scan, text, text_len, ctx->stream,
+                   qlcf->inject_usage);
+
+    if (plan.client_usage) {
+        ctx->client_usage = 1;
     }
 
-    if (n == 0) {
+    if (plan.usage_injected) {
+        ctx->usage_injected = 1;
+    }
+
+    if (plan.n == 0) {
         /* the body stays as it is, even in its file */
 
         if (body != r->request_body->bufs) {
@@ -388,13 +389,7 @@ ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (n == 2 && edits[1].start < edits[0].start) {
-        tmp = edits[0];
-        edits[0] = edits[1];
-        edits[1] = tmp;
-    }
-
-    out = ngx_http_qwen_body_splice(r, body, edits, n, &len);
+    out = ngx_http_qwen_body_splice(r, body, &plan, &len);
     if (out == NULL) {
         return NGX_ERROR;
     }
@@ -419,87 +414,6 @@ ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "qwen body rewritten, %O bytes from %O",
                    len, (off_t) scan->offset);
-
-    return NGX_OK;
-}
-
-
-/*
- * A stream is asked for its usage ("stream_options":{"include_usage":true})
- * when the client did not ask for it, so that every stream can be
- * counted; the filter then removes the usage-only chunk this produces, and
- * the client sees the stream it asked for.  Only stream_options changes.
- * Returns NGX_OK with an edit to make, or NGX_DECLINED.
- */
-
-static ngx_int_t
-ngx_http_qwen_usage_edit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    qwen_json_scan_t *scan, ngx_http_qwen_edit_t *edit)
-{
-    qwen_json_field_t         *so, *iu;
-    ngx_http_qwen_loc_conf_t  *qlcf;
-
-    static ngx_str_t  add_member = ngx_string(
-                          ",\"stream_options\":{\"include_usage\":true}");
-    static ngx_str_t  new_object = ngx_string("{\"include_usage\":true}");
-    static ngx_str_t  first = ngx_string("\"include_usage\":true,");
-    static ngx_str_t  only = ngx_string("\"include_usage\":true");
-    static ngx_str_t  yes = ngx_string("true");
-
-    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
-
-    so = &scan->fields[QWEN_FIELD_STREAM_OPTIONS];
-    iu = &scan->fields[QWEN_FIELD_INCLUDE_USAGE];
-
-    if (!ctx->stream) {
-        return NGX_DECLINED;
-    }
-
-    if (so->count && so->type == QWEN_JSON_OBJECT && iu->count == 1
-        && iu->type == QWEN_JSON_TRUE)
-    {
-        ctx->client_usage = 1;
-        return NGX_DECLINED;
-    }
-
-    if (!qlcf->inject_usage) {
-        return NGX_DECLINED;
-    }
-
-    if (so->count == 0) {
-        /* before the root object's closing brace */
-        edit->start = scan->root_end;
-        edit->end = scan->root_end;
-        edit->text = add_member;
-
-        if (scan->root_members == 0) {
-            edit->text.data++;
-            edit->text.len--;
-        }
-
-    } else if (so->type == QWEN_JSON_NULL) {
-        edit->start = so->start;
-        edit->end = so->end;
-        edit->text = new_object;
-
-    } else if (so->type != QWEN_JSON_OBJECT) {
-        /* not ours to fix: the upstream will answer it */
-        return NGX_DECLINED;
-
-    } else if (iu->count == 0) {
-        /* right after the opening brace */
-        edit->start = so->start + 1;
-        edit->end = so->start + 1;
-        edit->text = scan->stream_options_members ? first : only;
-
-    } else {
-        /* "include_usage": false, null or anything else */
-        edit->start = iu->start;
-        edit->end = iu->end;
-        edit->text = yes;
-    }
-
-    ctx->usage_injected = 1;
 
     return NGX_OK;
 }
@@ -586,109 +500,63 @@ ngx_http_qwen_body_in_memory(ngx_http_request_t *r, ngx_chain_t *in)
 
 
 /*
- * Builds a new chain from "in" with the edits, sorted by offset and not
- * overlapping, applied.  Every buffer it makes starts at its "start", as
- * ngx_http_upstream_reinit() rewinds request buffers to "start" before
- * sending them to the next upstream server.
+ * Builds a new chain from "in" with the plan's edits made: every buffer
+ * is a piece qwen_splice() emits, pointing into "in" or into an edit's
+ * text.  Every buffer starts at its "start", as ngx_http_upstream_reinit()
+ * rewinds request buffers to "start" before sending them to the next
+ * upstream server.
  */
 
 static ngx_chain_t *
 ngx_http_qwen_body_splice(ngx_http_request_t *r, ngx_chain_t *in,
-    ngx_http_qwen_edit_t *edits, ngx_uint_t n, off_t *len)
+    qwen_edit_plan_t *plan, off_t *len)
 {
-    off_t         offset, at;
-    u_char       *p, *stop;
-    ngx_buf_t    *b;
-    ngx_uint_t    e, emitted;
-    ngx_chain_t  *cl, *out, **ll;
+    ngx_chain_t                 *cl, *out;
+    qwen_splice_t                sp;
+    ngx_http_qwen_splice_out_t   so;
 
     out = NULL;
-    ll = &out;
-    offset = 0;
-    e = 0;
-    emitted = 0;
+    so.request = r;
+    so.last = &out;
+
+    qwen_splice_init(&sp, plan, ngx_http_qwen_splice_emit, &so);
 
     for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-        p = b->pos;
-
-        while (p < b->last) {
-            at = offset + (p - b->pos);
-
-            if (e < n && at >= edits[e].start) {
-
-                if (!emitted) {
-                    if (edits[e].text.len
-                        && ngx_http_qwen_chain_add(r, &ll, edits[e].text.data,
-                                                   edits[e].text.data
-                                                   + edits[e].text.len)
-                           != NGX_OK)
-                    {
-                        return NULL;
-                    }
-
-                    emitted = 1;
-                }
-
-                /* skip what the edit replaces, up to this buffer's end */
-
-                if (edits[e].end - offset < b->last - b->pos) {
-                    p = b->pos + (edits[e].end - offset);
-
-                } else {
-                    p = b->last;
-                }
-
-                if (offset + (p - b->pos) >= edits[e].end) {
-                    e++;
-                    emitted = 0;
-                }
-
-                continue;
-            }
-
-            stop = b->last;
-
-            if (e < n && edits[e].start - offset < b->last - b->pos) {
-                stop = b->pos + (edits[e].start - offset);
-            }
-
-            if (ngx_http_qwen_chain_add(r, &ll, p, stop) != NGX_OK) {
-                return NULL;
-            }
-
-            p = stop;
-        }
-
-        offset += b->last - b->pos;
-    }
-
-    /* insertions at the very end */
-
-    for ( /* void */ ; e < n; e++) {
-        if (!emitted && edits[e].text.len
-            && ngx_http_qwen_chain_add(r, &ll, edits[e].text.data,
-                                       edits[e].text.data + edits[e].text.len)
-               != NGX_OK)
+        if (qwen_splice(&sp, cl->buf->pos, cl->buf->last - cl->buf->pos)
+            != 0)
         {
             return NULL;
         }
-
-        emitted = 0;
     }
 
-    *len = 0;
-
-    for (cl = out; cl; cl = cl->next) {
-        *len += cl->buf->last - cl->buf->pos;
-
-        if (cl->next == NULL) {
-            cl->buf->last_buf = 1;
-            cl->buf->last_in_chain = 1;
-        }
+    if (qwen_splice_finish(&sp) != 0 || out == NULL) {
+        return NULL;
     }
+
+    for (cl = out; cl->next; cl = cl->next) { /* void */ }
+
+    cl->buf->last_buf = 1;
+    cl->buf->last_in_chain = 1;
+
+    *len = sp.out;
 
     return out;
+}
+
+
+static int
+ngx_http_qwen_splice_emit(void *data, const unsigned char *p, size_t len)
+{
+    ngx_http_qwen_splice_out_t  *so = data;
+
+    if (ngx_http_qwen_chain_add(so->request, &so->last, (u_char *) p,
+                                (u_char *) p + len)
+        != NGX_OK)
+    {
+        return -1;
+    }
+
+    return 0;
 }
 
 

@@ -8,10 +8,16 @@
  *
  * Buffers go on untouched, except in one case: when the gateway added
  * "include_usage" to a stream the client did not ask usage of, the
- * usage-only chunk this produces is removed.  Then each buffer's bytes are
- * copied out minus that event, and the bytes of an event not yet ended
- * are held (an SSE client acts on an event only once its blank line has
- * come, so holding them delays nothing it could see).
+ * usage-only chunk this produces is removed.  Then the output is made of
+ * slices of the input buffers (no copy) around that event; only an event
+ * that spans input buffers is copied, into the "hold", until its end shows
+ * whether it goes on (an SSE client acts on an event only once its blank
+ * line has come, so holding its bytes delays nothing it could see).
+ *
+ * Backpressure follows nginx's sub filter: an input buffer is marked
+ * consumed only when the last output made from it has been sent (that
+ * output buffer's shadow), so a client that reads slowly makes the
+ * upstream wait instead of making this worker's memory grow.
  */
 
 
@@ -25,18 +31,25 @@
 static ngx_int_t ngx_http_qwen_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_qwen_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static ngx_int_t ngx_http_qwen_scan_buf(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, ngx_buf_t *b);
+static void ngx_http_qwen_scan_buf(ngx_http_qwen_ctx_t *ctx, ngx_buf_t *b);
 static ngx_int_t ngx_http_qwen_strip(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out);
-static ngx_int_t ngx_http_qwen_strip_bytes(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, u_char *p, u_char *last, ngx_buf_t *out);
-static u_char *ngx_http_qwen_skim_run(qwen_usage_scan_t *us, u_char *p,
-    u_char *last);
+static ngx_int_t ngx_http_qwen_strip_buf(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_buf_t *ib, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_qwen_out_buf(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_chain_t ***ll, ngx_buf_t **buf);
+static ngx_int_t ngx_http_qwen_slice(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_chain_t ***ll, u_char *from, u_char *to);
+static ngx_int_t ngx_http_qwen_hold_add(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_chain_t ***ll, u_char *p, u_char *last);
+static void ngx_http_qwen_hold_emit(ngx_http_qwen_ctx_t *ctx,
+    ngx_chain_t ***ll);
 static ngx_int_t ngx_http_qwen_hold_grow(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, size_t size);
-static ngx_int_t ngx_http_qwen_buf_bytes(ngx_http_request_t *r,
-    ngx_buf_t *b, u_char **pos, u_char **last);
+static void ngx_http_qwen_update_busy(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_chain_t *out);
+static u_char *ngx_http_qwen_skim_run(qwen_usage_scan_t *us, u_char *p,
+    u_char *last);
 static void ngx_http_qwen_first_byte(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
 
@@ -125,6 +138,13 @@ ngx_http_qwen_header_filter(ngx_http_request_t *r)
     ctx->sse = sse;
     ctx->strip = (sse && ctx->usage_injected);
 
+    /*
+     * The scanner reads bytes in memory: nginx's copy filter, which runs
+     * before this one, brings buffers of a temporary file into memory
+     * (with aio or threads where configured), never this module.
+     */
+    r->filter_need_in_memory = 1;
+
     if (ctx->strip) {
         /* the body changes length */
         ngx_http_clear_content_length(r);
@@ -142,13 +162,39 @@ ngx_http_qwen_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t          *cl, *out;
     ngx_http_qwen_ctx_t  *ctx;
 
-    if (in == NULL || r != r->main) {
+    if (r != r->main) {
         return ngx_http_next_body_filter(r, in);
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_qwen_module);
 
-    if (ctx == NULL || ctx->usage == NULL || ctx->body_scanned) {
+    if (ctx == NULL || ctx->usage == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->strip) {
+        if (in == NULL && ctx->busy == NULL) {
+            return ngx_http_next_body_filter(r, in);
+        }
+
+        if (in && !ctx->first_byte) {
+            ngx_http_qwen_first_byte(r, ctx);
+        }
+
+        out = NULL;
+
+        if (in && ngx_http_qwen_strip(r, ctx, in, &out) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        rc = ngx_http_next_body_filter(r, out);
+
+        ngx_http_qwen_update_busy(r, ctx, out);
+
+        return rc;
+    }
+
+    if (in == NULL || ctx->body_scanned) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -156,24 +202,8 @@ ngx_http_qwen_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         ngx_http_qwen_first_byte(r, ctx);
     }
 
-    if (ctx->strip) {
-        out = NULL;
-
-        if (ngx_http_qwen_strip(r, ctx, in, &out) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        rc = ngx_http_next_body_filter(r, out);
-
-        ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
-                                (ngx_buf_tag_t) &ngx_http_qwen_module);
-        return rc;
-    }
-
     for (cl = in; cl; cl = cl->next) {
-        if (ngx_http_qwen_scan_buf(r, ctx, cl->buf) != NGX_OK) {
-            return NGX_ERROR;
-        }
+        ngx_http_qwen_scan_buf(ctx, cl->buf);
 
         if (cl->buf->last_buf) {
             ctx->body_scanned = 1;
@@ -187,18 +217,19 @@ ngx_http_qwen_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
 /* reads the buffer, leaving it as it is */
 
-static ngx_int_t
-ngx_http_qwen_scan_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    ngx_buf_t *b)
+static void
+ngx_http_qwen_scan_buf(ngx_http_qwen_ctx_t *ctx, ngx_buf_t *b)
 {
     size_t   n;
-    u_char  *p, *last, *data;
+    u_char  *p, *last;
 
-    if (ngx_http_qwen_buf_bytes(r, b, &p, &last) != NGX_OK) {
-        return NGX_ERROR;
+    if (!ngx_buf_in_memory(b)) {
+        /* r->filter_need_in_memory: only empty buffers get here */
+        return;
     }
 
-    data = p;
+    p = b->pos;
+    last = b->last;
 
     while (p < last) {
         n = qwen_usage_scan_skim(ctx->usage, p, last - p);
@@ -209,51 +240,34 @@ ngx_http_qwen_scan_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
         p += n;
     }
-
-    if (data && data != b->pos) {
-        /* read from a file for the scan only: give the memory back */
-        ngx_pfree(r->pool, data);
-    }
-
-    return NGX_OK;
 }
 
-
-/*
- * Copies "in" into new buffers without the usage-only event.  The input
- * buffers are marked as sent, so the upstream can reuse them at once.
- */
 
 static ngx_int_t
 ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_chain_t *in, ngx_chain_t **out)
 {
-    size_t        size;
-    u_char       *p, *last, *start, *end, *skimmed;
-    ngx_buf_t    *b, *ib;
+    u_char       *p;
+    ngx_buf_t    *ib;
     ngx_chain_t  *cl, **ll;
 
     ll = out;
 
     for ( /* void */ ; in; in = in->next) {
         ib = in->buf;
-
-        if (ngx_http_qwen_buf_bytes(r, ib, &p, &last) != NGX_OK) {
-            return NGX_ERROR;
-        }
+        ctx->skimmed = NULL;
 
         /*
-         * A buffer of ordinary chunks only goes on as it is, uncopied;
-         * otherwise the chunks skimmed before the first that is not one
-         * are copied first.
+         * A buffer of ordinary chunks only, with nothing held before it,
+         * goes on as it is: the common case, no new buffer at all.
          */
 
-        skimmed = p;
+        if (ctx->hold_len == 0 && !ctx->hold_pass && !ib->last_buf
+            && ngx_buf_in_memory(ib) && ib->pos != ib->last)
+        {
+            p = ngx_http_qwen_skim_run(ctx->usage, ib->pos, ib->last);
 
-        if (ctx->hold_len == 0 && ngx_buf_in_memory(ib) && !ib->last_buf) {
-            skimmed = ngx_http_qwen_skim_run(ctx->usage, p, last);
-
-            if (skimmed == last) {
+            if (p == ib->last) {
                 cl = ngx_alloc_chain_link(r->pool);
                 if (cl == NULL) {
                     return NGX_ERROR;
@@ -264,90 +278,13 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                 ll = &cl->next;
                 continue;
             }
+
+            ctx->skimmed = p;
         }
 
-        size = (last - p) + ctx->hold_len;
-
-        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-        if (cl == NULL) {
+        if (ngx_http_qwen_strip_buf(r, ctx, ib, &ll) != NGX_OK) {
             return NGX_ERROR;
         }
-
-        b = cl->buf;
-
-        /* a buffer from the free list keeps its memory, not its flags */
-
-        start = b->start;
-        end = b->end;
-        ngx_memzero(b, sizeof(ngx_buf_t));
-
-        if (start == NULL || (size_t) (end - start) < size) {
-            start = ngx_palloc(r->pool, ngx_max(size, 4096));
-            if (start == NULL) {
-                return NGX_ERROR;
-            }
-
-            end = start + ngx_max(size, 4096);
-        }
-
-        b->start = start;
-        b->end = end;
-        b->pos = start;
-        b->last = start;
-        b->temporary = 1;
-        b->tag = (ngx_buf_tag_t) &ngx_http_qwen_module;
-        b->flush = ib->flush;
-        b->last_buf = ib->last_buf;
-        b->last_in_chain = ib->last_in_chain;
-
-        if (skimmed != p) {
-            b->last = ngx_cpymem(b->last, p, skimmed - p);
-        }
-
-        if (ngx_http_qwen_strip_bytes(r, ctx, skimmed, last, b) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        if (p && !ngx_buf_in_memory(ib)) {
-            /* bytes read from a file, copied now: give the memory back */
-            ngx_pfree(r->pool, p);
-        }
-
-        /* the input is consumed */
-
-        if (ngx_buf_in_memory(ib)) {
-            ib->pos = ib->last;
-        }
-
-        if (ib->in_file) {
-            ib->file_pos = ib->file_last;
-        }
-
-        if (ib->last_buf) {
-            ctx->body_scanned = 1;
-            (void) qwen_usage_scan_finish(ctx->usage);
-
-            /* an event the stream ended in the middle of */
-            b->last = ngx_cpymem(b->last, ctx->hold, ctx->hold_len);
-            ctx->hold_len = 0;
-        }
-
-        if (b->last == b->pos && !b->last_buf && !b->flush
-            && !b->last_in_chain)
-        {
-            /* nothing to send yet: give the buffer back */
-            cl->next = ctx->free;
-            ctx->free = cl;
-            continue;
-        }
-
-        if (b->last == b->pos) {
-            b->temporary = 0;
-            b->sync = 1;
-        }
-
-        *ll = cl;
-        ll = &cl->next;
     }
 
     *ll = NULL;
@@ -356,78 +293,436 @@ ngx_http_qwen_strip(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 }
 
 
+/*
+ * The output for one input buffer.  [from, p) is the slice of it that
+ * goes on when a decision is taken; ctx->skimmed, if set, is where the
+ * ordinary events at its start, already counted, end.
+ */
+
 static ngx_int_t
-ngx_http_qwen_strip_bytes(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    u_char *p, u_char *last, ngx_buf_t *out)
+ngx_http_qwen_strip_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_buf_t *ib, ngx_chain_t ***ll)
 {
+    u_char             *p, *last, *from;
     size_t              n;
+    ngx_int_t           rc;
+    ngx_buf_t          *b;
+    ngx_chain_t       **first;
     qwen_usage_scan_t  *us;
 
+    if (!ngx_buf_in_memory(ib) && ngx_buf_size(ib)) {
+        /* r->filter_need_in_memory makes this impossible */
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "qwen: an answer buffer is not in memory");
+        return NGX_ERROR;
+    }
+
     us = ctx->usage;
+    first = *ll;
+    ctx->pinned = 0;
+
+    from = ib->pos;
+    p = ctx->skimmed ? ctx->skimmed : ib->pos;
+    last = ib->last;
 
     while (p < last) {
 
-        /* an ordinary chunk, whole: it goes on as it is */
+        if (!ctx->hold_pass) {
+            n = qwen_usage_scan_skim(us, p, last - p);
 
-        n = qwen_usage_scan_skim(us, p, last - p);
+            if (n) {
+                if (ctx->hold_len) {
+                    /* blank lines before it were held: they go on first */
+                    ngx_http_qwen_hold_emit(ctx, ll);
+                }
 
-        if (n) {
-            if (ctx->hold_len) {
-                /* blank lines that came before it */
-                out->last = ngx_cpymem(out->last, ctx->hold, ctx->hold_len);
-                ctx->hold_len = 0;
+                p += n;
+                continue;
             }
-
-            out->last = ngx_cpymem(out->last, p, n);
-            p += n;
-            continue;
         }
 
         n = qwen_usage_scan(us, p, last - p);
 
         if (ctx->hold_pass) {
             /* an event too long to hold goes on as it comes */
-            out->last = ngx_cpymem(out->last, p, n);
-
-        } else if (ctx->hold_len + n > NGX_HTTP_QWEN_HOLD_MAX) {
-            out->last = ngx_cpymem(out->last, ctx->hold, ctx->hold_len);
-            out->last = ngx_cpymem(out->last, p, n);
-            ctx->hold_len = 0;
-            ctx->hold_pass = 1;
-
-        } else {
-            if (ctx->hold_len + n > ctx->hold_cap
-                && ngx_http_qwen_hold_grow(r, ctx, ctx->hold_len + n)
-                   != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(ctx->hold + ctx->hold_len, p, n);
-            ctx->hold_len += n;
-        }
-
-        p += n;
-
-        if (!us->event_ended) {
+            p += n;
+            ctx->hold_pass = !us->event_ended;
             continue;
         }
 
-        if (us->event_usage_only && !ctx->hold_pass) {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                           "qwen removed the usage-only event, %uz bytes",
-                           ctx->hold_len);
-            ctx->stripped = 1;
+        if (!us->event_ended) {
+            /* the event goes on past this buffer: its bytes are held */
 
-        } else {
-            out->last = ngx_cpymem(out->last, ctx->hold, ctx->hold_len);
+            if (ngx_http_qwen_slice(r, ctx, ll, from, p) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            rc = ngx_http_qwen_hold_add(r, ctx, ll, p, p + n);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            /* NGX_DECLINED: too long to hold, the bytes go on in a slice */
+            from = (rc == NGX_OK) ? p + n : p;
+            p += n;
+            continue;
         }
 
-        ctx->hold_len = 0;
-        ctx->hold_pass = 0;
+        /* an event ends at p + n */
+
+        if (ctx->hold_len) {
+            /* it began in an earlier buffer */
+
+            rc = ngx_http_qwen_hold_add(r, ctx, ll, p, p + n);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            if (rc == NGX_DECLINED) {
+                /* its start went on already: so does its end */
+                from = p;
+
+            } else if (us->event_usage_only) {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                               "qwen removed the usage-only event, "
+                               "%uz bytes", ctx->hold_len);
+                ctx->stripped = 1;
+                ctx->hold_len = 0;
+                from = p + n;
+
+            } else {
+                ngx_http_qwen_hold_emit(ctx, ll);
+                from = p + n;
+            }
+
+            ctx->hold_pass = 0;
+            p += n;
+            continue;
+        }
+
+        if (us->event_usage_only) {
+            /* the event is [p, p + n), in this buffer */
+
+            if (ngx_http_qwen_slice(r, ctx, ll, from, p) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "qwen removed the usage-only event, %uz bytes",
+                           n);
+            ctx->stripped = 1;
+            from = p + n;
+        }
+
+        p += n;
+    }
+
+    if (ngx_http_qwen_slice(r, ctx, ll, from, last) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ib->last_buf) {
+        ctx->body_scanned = 1;
+        (void) qwen_usage_scan_finish(us);
+
+        /* an event the stream ended in the middle of goes on */
+        if (ctx->hold_len) {
+            ngx_http_qwen_hold_emit(ctx, ll);
+        }
+    }
+
+    if (!ctx->pinned) {
+        /* nothing of it goes on uncopied: it is consumed now */
+        ib->pos = ib->last;
+    }
+
+    if (*ll == first && !ctx->pinned && !ib->last_buf && !ib->last_in_chain
+        && !ib->flush)
+    {
+        return NGX_OK;
+    }
+
+    /*
+     * The last buffer made from this input carries its flags and, when
+     * slices of it go on, the input itself as its shadow.
+     */
+
+    if (*ll == first) {
+        if (ngx_http_qwen_out_buf(r, ctx, ll, &b) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        b->sync = 1;
+
+    } else {
+        b = ((ngx_chain_t *) ((u_char *) *ll - offsetof(ngx_chain_t, next)))
+            ->buf;
+    }
+
+    b->last_buf = ib->last_buf;
+    b->last_in_chain = ib->last_in_chain;
+    b->flush = ib->flush;
+    b->recycled = ib->recycled;
+
+    if (ctx->pinned) {
+        b->shadow = ib;
     }
 
     return NGX_OK;
+}
+
+
+/* a buffer of this module's, from the free list if one is there */
+
+static ngx_int_t
+ngx_http_qwen_out_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_chain_t ***ll, ngx_buf_t **buf)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = cl->buf;
+    ngx_memzero(b, sizeof(ngx_buf_t));
+    b->tag = (ngx_buf_tag_t) &ngx_http_qwen_module;
+
+    **ll = cl;
+    *ll = &cl->next;
+    *buf = b;
+
+    return NGX_OK;
+}
+
+
+/* [from, to) of the input buffer goes on, uncopied */
+
+static ngx_int_t
+ngx_http_qwen_slice(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_chain_t ***ll, u_char *from, u_char *to)
+{
+    ngx_buf_t  *b;
+
+    if (from == to) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_qwen_out_buf(r, ctx, ll, &b) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b->start = from;
+    b->pos = from;
+    b->last = to;
+    b->end = to;
+    b->memory = 1;
+
+    ctx->pinned = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Appends [p, last) to the hold.  An event that would grow past
+ * NGX_HTTP_QWEN_HOLD_MAX cannot be the small usage-only chunk: what is
+ * held goes on, and NGX_DECLINED tells the caller to pass the bytes on
+ * as they are, to the event's end.
+ */
+
+static ngx_int_t
+ngx_http_qwen_hold_add(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_chain_t ***ll, u_char *p, u_char *last)
+{
+    size_t  n;
+
+    n = last - p;
+
+    if (ctx->hold_len + n > NGX_HTTP_QWEN_HOLD_MAX) {
+        if (ctx->hold_len) {
+            ngx_http_qwen_hold_emit(ctx, ll);
+        }
+
+        ctx->hold_pass = 1;
+        return NGX_DECLINED;
+    }
+
+    if (ctx->hold_len + n > ctx->hold_cap
+        && ngx_http_qwen_hold_grow(r, ctx, ctx->hold_len + n) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->hold + ctx->hold_len, p, n);
+    ctx->hold_len += n;
+
+    return NGX_OK;
+}
+
+
+/* the held bytes go on in their own buffer; the next hold is another */
+
+static void
+ngx_http_qwen_hold_emit(ngx_http_qwen_ctx_t *ctx, ngx_chain_t ***ll)
+{
+    ngx_chain_t  *cl;
+
+    cl = ctx->hold_cl;
+    cl->buf->pos = ctx->hold;
+    cl->buf->last = ctx->hold + ctx->hold_len;
+
+    **ll = cl;
+    *ll = &cl->next;
+
+    ctx->hold_cl = NULL;
+    ctx->hold = NULL;
+    ctx->hold_len = 0;
+    ctx->hold_cap = 0;
+}
+
+
+/*
+ * A hold of at least "size" bytes: the one in use grown, or a sent one
+ * reused.  Events are a few hundred bytes; the room grows from 4k.
+ */
+
+static ngx_int_t
+ngx_http_qwen_hold_grow(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    size_t size)
+{
+    u_char       *hold;
+    size_t        cap;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (ctx->hold_cl == NULL && ctx->free_hold) {
+        cl = ctx->free_hold;
+        ctx->free_hold = cl->next;
+        cl->next = NULL;
+
+        ctx->hold_cl = cl;
+        ctx->hold = cl->buf->start;
+        ctx->hold_cap = cl->buf->end - cl->buf->start;
+
+        if (ctx->hold_cap >= size) {
+            return NGX_OK;
+        }
+    }
+
+    if (ctx->hold_cl == NULL) {
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->tag = (ngx_buf_tag_t) &ngx_http_qwen_module;
+        b->temporary = 1;
+
+        cl->buf = b;
+        cl->next = NULL;
+        ctx->hold_cl = cl;
+        ctx->hold = NULL;
+        ctx->hold_cap = 0;
+    }
+
+    cap = ngx_max(ctx->hold_cap * 2, 4096);
+
+    while (cap < size) {
+        cap *= 2;
+    }
+
+    cap = ngx_min(cap, NGX_HTTP_QWEN_HOLD_MAX);
+
+    hold = ngx_palloc(r->pool, cap);
+    if (hold == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->hold_len) {
+        ngx_memcpy(hold, ctx->hold, ctx->hold_len);
+    }
+
+    if (ctx->hold) {
+        ngx_pfree(r->pool, ctx->hold);
+    }
+
+    b = ctx->hold_cl->buf;
+    b->start = hold;
+    b->pos = hold;
+    b->last = hold;
+    b->end = hold + cap;
+
+    ctx->hold = hold;
+    ctx->hold_cap = cap;
+
+    return NGX_OK;
+}
+
+
+/*
+ * After the next filters ran: this module's buffers they have sent are
+ * free again (a hold's for the next hold), and the input buffer each one
+ * shadows is consumed, so its owner (the upstream) may read into it.
+ */
+
+static void
+ngx_http_qwen_update_busy(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_chain_t *out)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    for (ll = &ctx->busy; *ll; ll = &(*ll)->next) { /* void */ }
+
+    *ll = out;
+
+    while (ctx->busy) {
+        cl = ctx->busy;
+        b = cl->buf;
+
+        if (ngx_buf_size(b) != 0) {
+            break;
+        }
+
+        ctx->busy = cl->next;
+
+        if (b->tag != (ngx_buf_tag_t) &ngx_http_qwen_module) {
+            /* an input buffer that went on as it was */
+            ngx_free_chain(r->pool, cl);
+            continue;
+        }
+
+        if (b->shadow) {
+            b->shadow->pos = b->shadow->last;
+            b->shadow = NULL;
+        }
+
+        if (b->temporary) {
+            b->pos = b->start;
+            b->last = b->start;
+            b->last_buf = 0;
+            b->last_in_chain = 0;
+            b->flush = 0;
+            b->recycled = 0;
+            b->sync = 0;
+            cl->next = ctx->free_hold;
+            ctx->free_hold = cl;
+            continue;
+        }
+
+        cl->next = ctx->free;
+        ctx->free = cl;
+    }
 }
 
 
@@ -452,91 +747,6 @@ ngx_http_qwen_skim_run(qwen_usage_scan_t *us, u_char *p, u_char *last)
     }
 
     return p;
-}
-
-
-/* events are a few hundred bytes: the room grows from 4k as needed */
-
-static ngx_int_t
-ngx_http_qwen_hold_grow(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    size_t size)
-{
-    u_char  *hold;
-    size_t   cap;
-
-    cap = ngx_max(ctx->hold_cap * 2, 4096);
-
-    while (cap < size) {
-        cap *= 2;
-    }
-
-    cap = ngx_min(cap, NGX_HTTP_QWEN_HOLD_MAX);
-
-    hold = ngx_palloc(r->pool, cap);
-    if (hold == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ctx->hold_len) {
-        ngx_memcpy(hold, ctx->hold, ctx->hold_len);
-    }
-
-    if (ctx->hold) {
-        ngx_pfree(r->pool, ctx->hold);
-    }
-
-    ctx->hold = hold;
-    ctx->hold_cap = cap;
-
-    return NGX_OK;
-}
-
-
-/*
- * The bytes of a buffer, in memory; a buffer in a file (a long answer that
- * proxy buffering wrote to a temporary file) is read.
- */
-
-static ngx_int_t
-ngx_http_qwen_buf_bytes(ngx_http_request_t *r, ngx_buf_t *b, u_char **pos,
-    u_char **last)
-{
-    off_t     size;
-    u_char   *data;
-    ssize_t   n;
-
-    if (ngx_buf_in_memory(b)) {
-        *pos = b->pos;
-        *last = b->last;
-        return NGX_OK;
-    }
-
-    if (!b->in_file || b->file_last == b->file_pos) {
-        *pos = NULL;
-        *last = NULL;
-        return NGX_OK;
-    }
-
-    size = b->file_last - b->file_pos;
-
-    data = ngx_palloc(r->pool, size);
-    if (data == NULL) {
-        return NGX_ERROR;
-    }
-
-    n = ngx_read_file(b->file, data, size, b->file_pos);
-
-    if (n != size) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "qwen: could not read %O bytes of the answer from "
-                      "\"%V\"", size, &b->file->name);
-        return NGX_ERROR;
-    }
-
-    *pos = data;
-    *last = data + size;
-
-    return NGX_OK;
 }
 
 

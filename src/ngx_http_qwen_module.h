@@ -190,8 +190,11 @@ typedef struct {
     u_char                       *hold;          /* an event not ended */
     size_t                        hold_len;
     size_t                        hold_cap;
+    ngx_chain_t                  *hold_cl;       /* the hold's buffer */
+    ngx_chain_t                  *free_hold;     /* sent holds, reusable */
     ngx_chain_t                  *free;
     ngx_chain_t                  *busy;
+    u_char                       *skimmed;       /* see the filter */
     ngx_msec_int_t                ttft_msec;
 
     /* settled by ngx_http_qwen_account() */
@@ -212,6 +215,7 @@ typedef struct {
     unsigned                      strip:1;       /* remove the usage event */
     unsigned                      stripped:1;
     unsigned                      hold_pass:1;
+    unsigned                      pinned:1;      /* a slice went on */
     unsigned                      body_scanned:1;
     unsigned                      first_byte:1;
     unsigned                      accounted:1;

@@ -445,21 +445,21 @@ my $body = '{"stream":true,"model":"alibaba-cloud/qwen-max","messages":[{"role":
         proxy_buffers 2 1k;
         proxy_busy_buffers_size 1k;
         proxy_temp_file_write_size 1k;
-        limit_rate 2m;
+        limit_rate 400k;
         proxy_pass $qwen_upstream/compatible-mode$uri;
     }
 --- more_headers
-X-Mock-Usage: 11,3000
-X-Mock-Chunks: 3000
+X-Mock-Usage: 11,1000
+X-Mock-Chunks: 1000
 --- request eval
 "POST /v1/chat/completions\n" . '{"model":"qwen-plus","stream":true}'
 --- response_body_like eval
-qr/\Adata: \{[^\n]*"delta":\{"role":"assistant","content":""\}[^\n]*\n\n(data: \{"id[^\n]*"choices":\[\{[^\n]*\n\n){3001}data: \[DONE\]\n\n\z/
+qr/\Adata: \{[^\n]*"delta":\{"role":"assistant","content":""\}[^\n]*\n\n(data: \{"id[^\n]*"choices":\[\{[^\n]*\n\n){1001}data: \[DONE\]\n\n\z/
 --- response_body_unlike eval
 qr/"usage":\{/
 --- error_log
 an upstream response is buffered to a temporary file
-qwen-usage qwen-plus p=11 c=3000 t=3011 k=0 r=- cost=0.003604400 inc=0 rm=qwen-plus
+qwen-usage qwen-plus p=11 c=1000 t=1011 k=0 r=- cost=0.001204400 inc=0 rm=qwen-plus
 --- no_error_log
 [error]
 [alert]

@@ -310,3 +310,86 @@ HEAD /v1/chat/completions
 --- error_code: 404
 --- response_body eval
 "{\"error\":{\"message\":\"The model `\xef\xbf\xbd\xef\xbf\xbdx\xef\xbf\xbd` does not exist or you do not have access to it.\",\"type\":\"invalid_request_error\",\"param\":\"model\",\"code\":\"model_not_found\"}}\n"
+
+
+
+=== TEST 25: a model name with CR LF is refused, under qwen_unknown_model pass too, and reaches no header or log line
+--- config
+    location /v1/chat/completions {
+        qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
+        qwen_unknown_model pass;
+        proxy_set_header X-Model $qwen_requested_model;
+        proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"qwen-plus\r\nX-Injected: 1","messages":[]}'
+--- error_code: 400
+--- response_body
+{"error":{"message":"The model name must not contain control characters.","type":"invalid_request_error","param":"model","code":"invalid_value"}}
+--- error_log
+qwen: rejected request: the requested model name has a control character (0x0d) at byte 9
+--- no_error_log
+X-Injected
+[error]
+[alert]
+
+
+
+=== TEST 26: a tab in a model name is refused
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"qwen\tplus"}'
+--- error_code: 400
+--- response_body_like: "code":"invalid_value"
+--- error_log
+control character (0x09) at byte 4
+
+
+
+=== TEST 27: a NUL in a model name is refused
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"qwen\u0000plus"}'
+--- error_code: 400
+--- response_body_like: "code":"invalid_value"
+--- error_log
+control character (0x00) at byte 4
+
+
+
+=== TEST 28: DEL in a model name is refused
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"qwen' . "\x7f" . 'plus"}'
+--- error_code: 400
+--- response_body_like: "code":"invalid_value"
+--- error_log
+control character (0x7f) at byte 4
+
+
+
+=== TEST 29: a pattern cannot make a control character out of a clean name
+--- http_config
+    qwen_models_file $TEST_NGINX_REPO/conf-examples/qwen-models.json;
+    qwen_region singapore url=http://127.0.0.1:1 key=sk-mock;
+    qwen_model_pattern "^esc-(.*)$" "qwen-$1";
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"esc-\n"}'
+--- error_code: 400
+--- response_body_like: "code":"invalid_value"
+--- error_log
+the requested model name has a control character (0x0a) at byte 4
+
+
+
+=== TEST 30: include_usage twice in stream_options is refused, whichever value comes last
+--- request eval
+["POST /v1/chat/completions\n" . '{"model":"qwen-plus","stream":true,"stream_options":{"include_usage":true,"include_usage":false}}',
+ "POST /v1/chat/completions\n" . '{"model":"qwen-plus","stream":true,"stream_options":{"include_usage":false,"include_\u0075sage":true}}']
+--- error_code eval
+[400, 400]
+--- response_body eval
+['{"error":{"message":"The request body has \"stream_options.include_usage\" more than once.","type":"invalid_request_error","param":"stream_options.include_usage","code":"invalid_request_body"}}
+',
+'{"error":{"message":"The request body has \"stream_options.include_usage\" more than once.","type":"invalid_request_error","param":"stream_options.include_usage","code":"invalid_request_body"}}
+']
+--- error_log
+qwen: rejected request: The request body has "stream_options.include_usage" more than once.

@@ -16,11 +16,24 @@ add_block_preprocessor(sub {
         keepalive 8;
     }
 
-    # the first server refuses connections: proxy_next_upstream moves on;
+    # the first server takes the whole request, body included, and does
+    # not answer in time: the body was sent, so the retry must rewind it;
     # its weight and max_fails=0 make every request try it first
     upstream dashscope_flaky {
-        server 127.0.0.1:1 weight=100 max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 weight=100 max_fails=0;
         server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+
+    # (it is an upstream of the gateway: its own log stays at info, as a
+    # real upstream's would, so that it does not print what it received)
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        error_log logs/first-server.log info;
+        location / {
+            proxy_set_header X-Mock-Echo "";
+            proxy_set_header X-Mock-Fault "slow:1000";
+            proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        }
     }
 
     qwen_models_file $TEST_NGINX_REPO/conf-examples/qwen-models.json;
@@ -89,13 +102,14 @@ qr/\Adata: \{[^\n]*"delta":\{"role":"assistant","content":""\}[^\n]*\n\n(data: \
 
 
 
-=== TEST 4: proxy_next_upstream re-sends the rewritten body from its start
+=== TEST 4: proxy_next_upstream re-sends the rewritten body from its start, after the first server took all of it
 --- config
     location /v1/chat/completions {
         qwen_gateway on;
         proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region flaky;
-        proxy_next_upstream error;
+        proxy_read_timeout 300ms;
+        proxy_next_upstream timeout non_idempotent;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- more_headers
@@ -105,7 +119,7 @@ X-Mock-Echo: body
 --- response_body eval
 '{"messages":[{"role":"user","content":"retry me"}],"model":"qwen-max","n":1}'
 --- error_log
-connect() failed (111: Connection refused) while connecting to upstream
+upstream timed out
 --- no_error_log
 [alert]
 [crit]
@@ -119,7 +133,8 @@ connect() failed (111: Connection refused) while connecting to upstream
         qwen_gateway on;
         proxy_set_header Authorization $qwen_upstream_authorization;
         qwen_default_region flaky;
-        proxy_next_upstream error;
+        proxy_read_timeout 300ms;
+        proxy_next_upstream timeout non_idempotent;
         proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
     }
 --- more_headers
@@ -129,7 +144,28 @@ X-Mock-Echo: body
 --- response_body eval
 '{"messages":[],"model":"qwen-max"}'
 --- error_log
-connect() failed (111: Connection refused) while connecting to upstream
+upstream timed out
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 5a: without non_idempotent nginx does not send a POST again once it was sent
+--- config
+    location /v1/chat/completions {
+        qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
+        qwen_default_region flaky;
+        proxy_read_timeout 300ms;
+        proxy_next_upstream timeout;
+        proxy_pass $qwen_upstream/compatible-mode/v1/chat/completions;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . '{"messages":[],"model":"qwen/qwen-max"}'
+--- error_code: 504
+--- error_log
+upstream timed out
 --- no_error_log
 [alert]
 [crit]

@@ -33,14 +33,14 @@
 
 
 typedef struct {
-    ngx_str_t                  header;       /* lower case */
+    ngx_str_t                  header;
     ngx_str_t                  variable;
     ngx_str_t                  scheme;       /* before the key */
 } ngx_http_qwen_credential_kind_t;
 
 
 static ngx_http_qwen_credential_kind_t  ngx_http_qwen_credential_kinds[] = {
-    { ngx_string("authorization"), ngx_string("qwen_upstream_authorization"),
+    { ngx_string("Authorization"), ngx_string("qwen_upstream_authorization"),
       ngx_string("Bearer ") },
     { ngx_string("api-key"), ngx_string("qwen_upstream_api_key"),
       ngx_null_string },

@@ -43,8 +43,6 @@ static ngx_int_t ngx_http_qwen_fail(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
 static off_t ngx_http_qwen_body_limit(ngx_http_request_t *r,
     ngx_http_qwen_loc_conf_t *qlcf);
-static void ngx_http_qwen_too_large(ngx_http_request_t *r, off_t size,
-    off_t limit, ngx_http_qwen_error_t *err);
 
 
 ngx_int_t
@@ -128,7 +126,7 @@ ngx_http_qwen_start(ngx_http_request_t *r, ngx_http_qwen_loc_conf_t *qlcf)
     limit = ngx_http_qwen_body_limit(r, qlcf);
 
     if (limit && r->headers_in.content_length_n > limit) {
-        ngx_http_qwen_too_large(r, r->headers_in.content_length_n, limit,
+        ngx_http_qwen_body_too_large(r, r->headers_in.content_length_n, limit,
                                 &err);
         return ngx_http_qwen_fail(r, ctx, &err);
     }
@@ -223,7 +221,7 @@ ngx_http_qwen_read_failed(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
     if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
         || (status < NGX_HTTP_BAD_REQUEST && limit && received > limit))
     {
-        ngx_http_qwen_too_large(r, received, limit, &err);
+        ngx_http_qwen_body_too_large(r, received, limit, &err);
 
     } else if (status == NGX_HTTP_REQUEST_TIME_OUT
                || r->connection->timedout)
@@ -351,12 +349,4 @@ ngx_http_qwen_body_limit(ngx_http_request_t *r,
     }
 
     return limit;
-}
-
-
-static void
-ngx_http_qwen_too_large(ngx_http_request_t *r, off_t size, off_t limit,
-    ngx_http_qwen_error_t *err)
-{
-    ngx_http_qwen_body_too_large(r, size, limit, err);
 }

@@ -43,6 +43,7 @@ static ngx_int_t ngx_http_qwen_fail(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
 static off_t ngx_http_qwen_body_limit(ngx_http_request_t *r,
     ngx_http_qwen_loc_conf_t *qlcf);
+static off_t ngx_http_qwen_declared_length(ngx_http_request_t *r);
 
 
 ngx_int_t
@@ -125,9 +126,9 @@ ngx_http_qwen_start(ngx_http_request_t *r, ngx_http_qwen_loc_conf_t *qlcf)
 
     limit = ngx_http_qwen_body_limit(r, qlcf);
 
-    if (limit && r->headers_in.content_length_n > limit) {
-        ngx_http_qwen_body_too_large(r, r->headers_in.content_length_n, limit,
-                                &err);
+    if (limit && ngx_http_qwen_declared_length(r) > limit) {
+        ngx_http_qwen_body_too_large(r, ngx_http_qwen_declared_length(r),
+                                     limit, &err);
         return ngx_http_qwen_fail(r, ctx, &err);
     }
 
@@ -212,10 +213,10 @@ ngx_http_qwen_read_failed(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
                             : ngx_http_qwen_body_limit(r,
                                   ngx_http_get_module_loc_conf(r,
                                                       ngx_http_qwen_module));
-    received = r->headers_in.content_length_n;
+    received = ngx_http_qwen_declared_length(r);
 
     if (rb && rb->chunked) {
-        received += rb->chunked->size;
+        received = r->headers_in.content_length_n + rb->chunked->size;
     }
 
     if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
@@ -349,4 +350,26 @@ ngx_http_qwen_body_limit(ngx_http_request_t *r,
     }
 
     return limit;
+}
+
+
+/*
+ * The length the client declared.  Not content_length_n: nginx lowers it
+ * as it throws a refused body away (a 413 at FIND_CONFIG, before an
+ * error_page brings the request here).
+ */
+
+static off_t
+ngx_http_qwen_declared_length(ngx_http_request_t *r)
+{
+    off_t  n;
+
+    if (r->headers_in.content_length == NULL) {
+        return r->headers_in.content_length_n;
+    }
+
+    n = ngx_atoof(r->headers_in.content_length->value.data,
+                  r->headers_in.content_length->value.len);
+
+    return (n == NGX_ERROR) ? r->headers_in.content_length_n : n;
 }

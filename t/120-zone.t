@@ -13,15 +13,32 @@ use HTTP::Tiny;
 use File::Temp qw(tempdir);
 use Time::HiRes qw(sleep);
 use IO::Socket::INET;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Qwen::FreePort qw(free_port);
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
 my $so = $ENV{TEST_NGINX_LOAD_MODULES} or plan skip_all => 'no module';
 my $nginx = $ENV{QWEN_NGINX} || '/usr/sbin/nginx';
-my $port = 19860;
+my $port = free_port($mock);
 
 my $dir = tempdir(CLEANUP => 1);
 mkdir "$dir/$_" for qw(conf logs);
+
+# nginx stops with the test, however the test ends (before File::Temp
+# removes its directory)
+$SIG{INT} = $SIG{TERM} = sub { exit 1 };
+END {
+    my $pid;
+    if ($dir && open my $fh, '<', "$dir/logs/nginx.pid") {
+        ($pid) = (scalar <$fh> // '') =~ /^(\d+)/;
+    }
+    if ($pid && kill 0, $pid) {
+        local $?;
+        system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'stop');
+    }
+}
 
 sub write_conf {
     my ($zone, $models) = @_;

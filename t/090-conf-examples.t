@@ -4,38 +4,67 @@
 # names resolve (they are mapped to loopback here: the suite runs offline).
 #
 # These run nginx by hand, not through Test::Nginx::Socket, because they
-# test whole configuration files rather than blocks of one.
+# test whole configuration files rather than blocks of one. The quickstart
+# runs from a runtime directory laid out as make run lays it out
+# (scripts/run-gateway.sh), on free ports: the shipped file keeps make run's.
 use strict;
 use warnings;
 use Test::More;
 use HTTP::Tiny;
 use JSON::PP ();
 use File::Temp qw(tempdir);
+use File::Copy qw(copy);
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep);
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Qwen::FreePort qw(free_port);
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $nginx = $ENV{QWEN_NGINX} || '/usr/sbin/nginx';
+my $so = $ENV{TEST_NGINX_LOAD_MODULES} || "$repo/build/ngx_http_qwen_module.so";
 
-mkdir "$repo/build/run";
-mkdir "$repo/build/run/tmp";
-unlink "$repo/build/run/dashscope-upstreams.conf";
-unlink "$repo/build/run/qwen-otel.json";
+open my $qs_fh, '<', "$repo/conf-examples/quickstart.conf" or die $!;
+my $quickstart = do { local $/; <$qs_fh> };
+close $qs_fh;
+my ($qs_port) = $quickstart =~ /^\s*listen\s+127\.0\.0\.1:(\d+);/m;
+my ($qs_mock_port) = $quickstart =~ /upstream\s+dashscope_mock\s*\{\s*server\s+127\.0\.0\.1:(\d+);/;
+ok($qs_port && $qs_mock_port, 'the quickstart listens on 127.0.0.1, the mock behind it too')
+    or BAIL_OUT('quickstart.conf changed: update t/090-conf-examples.t');
+
+# make run's runtime directory: the quickstart on the given ports, the
+# files it includes, the module; nginx writes logs/ and *_temp there
+sub runtime {
+    my ($port, $mock_port) = @_;
+    my $dir = tempdir('qwen-quickstart-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    chmod 0711, $dir;
+    mkdir "$dir/$_" for qw(logs modules);
+    symlink $so, "$dir/modules/ngx_http_qwen_module.so" or die "symlink: $!";
+    for my $f (qw(otel-access-log.conf qwen-models.json)) {
+        copy("$repo/conf-examples/$f", "$dir/$f") or die "$f: $!";
+    }
+    (my $conf = $quickstart) =~ s/127\.0\.0\.1:\Q$qs_port\E;/127.0.0.1:$port;/g;
+    $conf =~ s/127\.0\.0\.1:\Q$qs_mock_port\E;/127.0.0.1:$mock_port;/g;
+    open my $out, '>', "$dir/quickstart.conf" or die $!;
+    print $out $conf;
+    close $out;
+    return $dir;
+}
 
 sub nginx_t {
     my ($prefix, $conf, %env) = @_;
     local @ENV{keys %env} = values %env;
-    my $out = `$nginx -p $prefix -c $conf -t 2>&1`;
+    my $out = `$nginx -p $prefix/ -c $conf -t 2>&1`;
     return ($? >> 8, $out);
 }
 
-my ($rc, $out) = nginx_t($repo, 'conf-examples/quickstart.conf',
-                         DASHSCOPE_API_KEY => undef);
+my $rt = runtime($qs_port, $qs_mock_port);
+my ($rc, $out) = nginx_t($rt, 'quickstart.conf', DASHSCOPE_API_KEY => undef);
 is($rc, 0, 'quickstart.conf passes nginx -t without a key') or diag $out;
 like($out, qr/region "singapore" has no key, its requests go to region "mock"/,
      'without a key the regions stand in with the mock');
 
-($rc, $out) = nginx_t($repo, 'conf-examples/quickstart.conf',
+($rc, $out) = nginx_t($rt, 'quickstart.conf',
                       DASHSCOPE_API_KEY => 'sk-test-not-printed');
 is($rc, 0, 'quickstart.conf passes nginx -t with a key') or diag $out;
 unlike($out, qr/no key/, 'with a key no region stands in');
@@ -54,51 +83,63 @@ unlike($out, qr/sk-test-not-printed/, 'the key is not printed');
     open my $out_fh, '>', "$dir/conf/nginx.conf" or die $!;
     print $out_fh "error_log logs/error.log;\nevents {}\nhttp {\n$ups\n}\n";
     close $out_fh;
-    my ($rc2, $out2) = nginx_t("$dir/", "$dir/conf/nginx.conf");
+    my ($rc2, $out2) = nginx_t($dir, "$dir/conf/nginx.conf");
     is($rc2, 0, 'dashscope-upstreams.conf passes nginx -t') or diag $out2;
     is($hosts, 4, 'it defines the four regions');
 }
 
-# the quickstart serving, with the mock on the port it expects
+# the quickstart serving, with the mock on the port it picked
 SKIP: {
-    my $mock = fork // die;
-    if ($mock == 0) {
-        open STDOUT, '>', '/dev/null';
-        exec 'node', "$repo/t/mock/dashscope.js", '--port', '8001',
-             '--key', 'sk-mock';
-        die;
+    my $mock = open(my $mock_out, '-|', 'node', "$repo/t/mock/dashscope.js",
+                    '--port', '0', '--key', 'sk-mock') // die "node: $!";
+    my $listening = eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 5;
+        my $l = <$mock_out>;
+        alarm 0;
+        $l;
+    } // '';
+    my ($mock_port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
+    if (!$mock_port) {
+        kill 'TERM', $mock;
+        BAIL_OUT("the mock did not start within 5 s: $listening");
     }
+
+    my $port = free_port($mock_port);
+    my $rt = runtime($port, $mock_port);
 
     local $ENV{DASHSCOPE_API_KEY};
     delete $ENV{DASHSCOPE_API_KEY};
     delete $ENV{ALIBABA_CLOUD_API_KEY};
 
+    # the error log on stderr, the access log on stdout, as make run has them
     my $gw = fork // die;
     if ($gw == 0) {
-        open STDOUT, '>', '/dev/null';
-        open STDERR, '>', "$repo/build/run/quickstart-test.log";
-        chdir $repo;
-        exec $nginx, '-p', $repo, '-c', 'conf-examples/quickstart.conf';
+        open STDOUT, '>', "$rt/logs/stdout.log";
+        open STDERR, '>', "$rt/logs/stderr.log";
+        exec $nginx, '-p', "$rt/", '-c', 'quickstart.conf';
         die;
     }
 
-    # both must be up: the quickstart and the mock behind it
     my $http = HTTP::Tiny->new(timeout => 5);
     my $res;
-    for (1 .. 100) {
-        my $mock_res = $http->get('http://127.0.0.1:8001/compatible-mode/v1/models',
-                                  { headers => { authorization => 'Bearer sk-mock' } });
-        $res = $http->get('http://127.0.0.1:8000/v1/models');
-        last if $res->{status} == 200 && $mock_res->{status} == 200;
+    for (1 .. 50) {
+        $res = $http->get("http://127.0.0.1:$port/v1/models");
+        last if $res->{status} == 200;
+        last if waitpid($gw, WNOHANG) == $gw;
         sleep 0.1;
     }
 
-    skip 'the quickstart did not start (port 8000 or 8001 busy?)', 12
-        unless $res->{status} == 200;
+    if ($res->{status} != 200) {
+        diag `cat $rt/logs/stderr.log`;
+        kill 'QUIT', $gw;
+        kill 'TERM', $mock;
+        skip "the quickstart did not start on port $port", 12;
+    }
 
     like($res->{content}, qr/"id":"qwen-plus"/, 'the quickstart lists models');
 
-    $res = $http->post('http://127.0.0.1:8000/v1/chat/completions', {
+    $res = $http->post("http://127.0.0.1:$port/v1/chat/completions", {
         headers => { 'content-type' => 'application/json',
                      'authorization' => 'Bearer anything' },
         content => '{"model":"qwen/qwen-max","messages":[{"role":"user","content":"hi"}]}',
@@ -107,14 +148,14 @@ SKIP: {
     like($res->{content}, qr/"model":"qwen-max"/,
          'the mock got the rewritten model');
 
-    $res = $http->post('http://127.0.0.1:8000/v1/chat/completions', {
+    $res = $http->post("http://127.0.0.1:$port/v1/chat/completions", {
         headers => { 'x-qwen-region' => 'beijing' },
         content => '{"model":"qwen-long","stream":true}',
     });
     like($res->{content}, qr/data: \[DONE\]/, 'a stream through the quickstart');
     unlike($res->{content}, qr/"usage":\{/, 'without the usage it did not ask for');
 
-    $res = $http->get('http://127.0.0.1:8000/metrics');
+    $res = $http->get("http://127.0.0.1:$port/metrics");
     like($res->{content},
          qr/^qwen_requests_total\{model="qwen-max",provider="alibaba-cloud",status="2xx"\} 1$/m,
          'the quickstart serves /metrics');
@@ -124,7 +165,7 @@ SKIP: {
 
     # the OpenTelemetry log line of the stream, once nginx has written it
     sleep 0.2;
-    open my $log, '<', "$repo/build/run/qwen-otel.json";
+    open my $log, '<', "$rt/logs/qwen-otel.json";
     my @lines = $log ? <$log> : ();
     my ($line) = grep { /"gen_ai.request.model":"qwen-long"/ } @lines;
     ok($line, 'the JSON access log has the stream');

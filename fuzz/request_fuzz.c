@@ -3,13 +3,17 @@
  * Copyright (C) the ngx_http_qwen_module authors
  *
  * libFuzzer target for the request-body scanner (src/ngx_http_qwen_json.c)
- * and the splice the gateway does with its offsets.  See fuzz/README.md.
+ * and the body edits the gateway makes with its offsets: the plan and the
+ * splice of src/ngx_http_qwen_edit.c, the code nginx runs.  See
+ * fuzz/README.md.
  *
  * Input layout:
  *
  *   byte 0   low 4 bits: how many cuts split the body (0 to 15);
- *            high 4 bits: length of the new model name, 3 per step (0-45)
- *   byte 1   seed of the cut positions and of where the name is taken
+ *            high 4 bits: length of the new model name, 3 per step (0-42),
+ *            or 15: the name the body has
+ *   byte 1   seed of the cut positions and of where the name is taken;
+ *            high bit set: inject_usage off
  *   rest     the request body
  *
  * Every invariant that fails calls __builtin_trap() after printing which
@@ -26,6 +30,7 @@
 #include <cjson/cJSON.h>
 
 #include "ngx_http_qwen_json.h"
+#include "ngx_http_qwen_edit.h"
 
 #define FUZZ_NAME  "request_fuzz"
 #include "fuzz_common.h"
@@ -850,174 +855,255 @@ check_span(const unsigned char *body, const qwen_json_field_t *f,
 
 
 /* ------------------------------------------------------------------ */
-/* the gateway's splice                                                */
+/* the gateway's splice: the plan and the walker of                    */
+/* src/ngx_http_qwen_edit.c, checked against the input's tree          */
 /* ------------------------------------------------------------------ */
 
+
+/* what the gateway must do about include_usage, read off cJSON's tree */
 
 enum {
     U_NONE = 0,
     U_ADD,             /* ,"stream_options":{...} before the root's '}' */
     U_NULL,            /* null stream_options becomes {...} */
-    U_FIRST,           /* "include_usage":true, after stream_options' '{' */
+    U_FIRST,           /* "include_usage":true first in stream_options */
     U_REPLACE          /* the include_usage value becomes true */
 };
 
 
+/*
+ * The pieces qwen_splice() emits, collected.  Each must be an edit's whole
+ * text or lie in the piece of the body being fed, and they must come in
+ * order: the body's bytes up to an edit, the edit's text, the body's bytes
+ * from the edit's end on.
+ */
+
 typedef struct {
-    int64_t              start;
-    int64_t              end;
-    const char          *text;
-    size_t               len;
-} edit_t;
+    unsigned char           *out;
+    size_t                   len;
+    size_t                   cap;
+    const qwen_edit_plan_t  *plan;
+    const unsigned char     *piece;      /* the piece being fed */
+    size_t                   piece_len;
+    int64_t                  piece_at;   /* its offset in the body */
+    int64_t                  body_end;   /* the body is out up to here */
+    unsigned                 made;       /* edits whose text is out */
+} collect_t;
 
-
-/* ngx_http_qwen_usage_edit(), with inject_usage on */
 
 static int
-usage_edit(const qwen_json_scan_t *s, edit_t *e)
+collect(void *data, const unsigned char *p, size_t n)
 {
-    const qwen_json_field_t  *so, *iu;
+    int64_t             at;
+    uintptr_t           u, b;
+    collect_t          *c;
+    const qwen_edit_t  *e;
 
-    static const char  add_member[] =
-                           ",\"stream_options\":{\"include_usage\":true}";
-    static const char  new_object[] = "{\"include_usage\":true}";
-    static const char  first[] = "\"include_usage\":true,";
-    static const char  only[] = "\"include_usage\":true";
+    c = data;
 
-    so = &s->fields[QWEN_FIELD_STREAM_OPTIONS];
-    iu = &s->fields[QWEN_FIELD_INCLUDE_USAGE];
+    CHECK(n > 0);
+    CHECK(c->len + n <= c->cap);
 
-    if (s->fields[QWEN_FIELD_STREAM].type != QWEN_JSON_TRUE) {
-        return U_NONE;
+    e = (c->made < c->plan->n) ? &c->plan->edits[c->made] : NULL;
+
+    if (e != NULL && p == e->text) {
+        /* the next edit's text, whole, where the edit starts */
+        CHECK(n == e->len);
+        CHECK(c->body_end == e->start);
+        c->body_end = e->end;
+        c->made++;
+
+    } else {
+        /* the body's bytes, in the piece being fed, before the next edit */
+        u = (uintptr_t) p;
+        b = (uintptr_t) c->piece;
+
+        CHECK(c->piece != NULL && u >= b && u - b < c->piece_len
+              && n <= c->piece_len - (u - b));
+
+        at = c->piece_at + (int64_t) (u - b);
+        CHECK(at == c->body_end);
+        CHECK(e == NULL || at + (int64_t) n <= e->start);
+        c->body_end = at + (int64_t) n;
     }
 
-    if (so->count && so->type == QWEN_JSON_OBJECT && iu->count == 1
-        && iu->type == QWEN_JSON_TRUE)
-    {
-        return U_NONE;
-    }
+    memcpy(c->out + c->len, p, n);
+    c->len += n;
 
-    if (so->count == 0) {
-        e->start = s->root_end;
-        e->end = s->root_end;
-        e->text = add_member;
-        e->len = sizeof(add_member) - 1;
+    return 0;
+}
 
-        if (s->root_members == 0) {
-            e->text++;
-            e->len--;
+
+/*
+ * Splices body[0 .. len) cut at cuts[0 .. ncuts) (ascending, so maybe
+ * empty pieces), or with bytes one byte at a time with an empty piece
+ * after each, into c->out; every piece is in a heap buffer of its exact
+ * size, so ASan sees a read past it.
+ */
+
+static void
+splice_pieces(const qwen_edit_plan_t *plan, const unsigned char *body,
+    size_t len, const size_t *cuts, size_t ncuts, int bytes, collect_t *c)
+{
+    size_t          i, n, from, to;
+    qwen_splice_t   sp;
+    unsigned char  *buf;
+
+    c->len = 0;
+    c->plan = plan;
+    c->piece = NULL;
+    c->piece_len = 0;
+    c->piece_at = 0;
+    c->body_end = 0;
+    c->made = 0;
+
+    qwen_splice_init(&sp, plan, collect, c);
+
+    n = bytes ? len : ncuts + 1;
+
+    for (i = 0; i < n; i++) {
+        if (bytes) {
+            from = i;
+            to = i + 1;
+
+        } else {
+            from = (i == 0) ? 0 : cuts[i - 1];
+            to = (i == ncuts) ? len : cuts[i];
         }
 
-        return U_ADD;
+        buf = malloc(to - from ? to - from : 1);
+        CHECK(buf != NULL);
+        memcpy(buf, body + from, to - from);
+
+        c->piece = buf;
+        c->piece_len = to - from;
+        c->piece_at = (int64_t) from;
+
+        CHECK(qwen_splice(&sp, buf, to - from) == 0);
+
+        if (bytes) {
+            c->piece = buf + 1;
+            c->piece_len = 0;
+            c->piece_at = (int64_t) to;
+
+            CHECK(qwen_splice(&sp, buf + 1, 0) == 0);
+        }
+
+        c->piece = NULL;
+        free(buf);
     }
 
-    if (so->type == QWEN_JSON_NULL) {
-        e->start = so->start;
-        e->end = so->end;
-        e->text = new_object;
-        e->len = sizeof(new_object) - 1;
-        return U_NULL;
-    }
+    CHECK(qwen_splice_finish(&sp) == 0);
 
-    if (so->type != QWEN_JSON_OBJECT || iu->count > 1) {
-        return U_NONE;
-    }
-
-    if (iu->count == 0) {
-        e->start = so->start + 1;
-        e->end = so->start + 1;
-        e->text = s->stream_options_members ? first : only;
-        e->len = strlen(e->text);
-        return U_FIRST;
-    }
-
-    e->start = iu->start;
-    e->end = iu->end;
-    e->text = "true";
-    e->len = 4;
-
-    return U_REPLACE;
+    /* every edit made, the whole body out, the length told right */
+    CHECK(c->made == plan->n);
+    CHECK(c->body_end == (int64_t) len);
+    CHECK(c->len == c->cap);
+    CHECK(sp.out == (int64_t) c->len);
 }
 
 
 static void
 check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
-    const ref_t *ref, cJSON *in, const unsigned char *name, size_t nlen)
+    const ref_t *ref, cJSON *in, const unsigned char *name, size_t nlen,
+    int inject, const size_t *cuts, size_t ncuts)
 {
-    int                 usage, gateway_ok;
-    size_t              olen, i, n, elen, delta;
+    int                 kept, stream, usage, client, models;
+    size_t              olen, i, elen;
     char               *cname;
-    cJSON              *out, *so, *v;
-    edit_t              e[2], t;
-    unsigned char      *o, *q, *esc;
+    cJSON              *out, *v;
+    unsigned            so_n, iu_n;
+    collect_t           c, c2;
+    const cJSON        *so, *iu, *last;
+    unsigned char      *esc;
+    qwen_edit_plan_t    plan;
     qwen_json_scan_t    os;
+    const qwen_edit_t        *e;
     const qwen_json_field_t  *model;
 
     model = &s->fields[QWEN_FIELD_MODEL];
 
-    /* the model: always replaced, by any bytes */
+    /*
+     * The new name, escaped.  The model keeps its bytes exactly when they
+     * are that and it has no escapes (a name with a quote, a backslash or
+     * a control byte is written again, even the same way).
+     */
 
     elen = qwen_json_escaped_len(name, nlen);
     esc = malloc(elen);
     CHECK(esc != NULL);
     CHECK((size_t) (qwen_json_escape(esc, name, nlen) - esc) == elen);
 
-    e[0].start = model->start;
-    e[0].end = model->end;
-    e[0].text = (const char *) esc;
-    e[0].len = elen;
-    n = 1;
+    kept = qwen_edit_model_kept(s, name, nlen);
 
-    /* the usage edit only where the gateway takes the body */
+    CHECK(kept == (elen == nlen + 2
+                   && (size_t) (model->end - model->start) == elen
+                   && memcmp(body + model->start, esc, elen) == 0));
 
-    gateway_ok = !s->model_overflow && s->model_len > 0
-                 && s->fields[QWEN_FIELD_STREAM].count <= 1
-                 && s->fields[QWEN_FIELD_STREAM_OPTIONS].count <= 1;
+    stream = (s->fields[QWEN_FIELD_STREAM].type == QWEN_JSON_TRUE);
 
-    usage = gateway_ok ? usage_edit(s, &e[1]) : U_NONE;
+    qwen_edit_plan(&plan, s, kept ? NULL : esc, kept ? 0 : elen, stream,
+                   inject);
 
-    if (usage != U_NONE) {
-        n = 2;
+    /* the plan: sorted edits inside the body that do not overlap, one of
+     * them the model's unless it is kept */
 
-        /* edits never overlap */
-        CHECK(e[1].end <= e[0].start || e[1].start >= e[0].end);
-
-        if (e[1].start < e[0].start) {
-            t = e[0];
-            e[0] = e[1];
-            e[1] = t;
-        }
-    }
+    CHECK(plan.n <= QWEN_EDIT_MAX);
+    CHECK(plan.n == (unsigned) !kept + plan.usage_injected);
+    CHECK(!(plan.client_usage && plan.usage_injected));
+    CHECK(stream || (!plan.client_usage && !plan.usage_injected));
+    CHECK(inject || !plan.usage_injected);
 
     olen = len;
+    models = 0;
 
-    for (i = 0; i < n; i++) {
-        CHECK(e[i].start >= 0 && e[i].start <= e[i].end
-              && (size_t) e[i].end <= len);
-        olen += e[i].len - (size_t) (e[i].end - e[i].start);
+    for (i = 0; i < plan.n; i++) {
+        e = &plan.edits[i];
+
+        CHECK(e->start >= 0 && e->start <= e->end
+              && (size_t) e->end <= len);
+        CHECK(e->len > 0 && e->text != NULL);
+        CHECK(i == 0 || plan.edits[i - 1].end <= e->start);
+
+        if (e->text == esc) {
+            CHECK(e->start == model->start && e->end == model->end
+                  && e->len == elen);
+            models++;
+        }
+
+        olen += e->len - (size_t) (e->end - e->start);
     }
 
-    o = malloc(olen ? olen : 1);
-    CHECK(o != NULL);
+    CHECK(models == !kept);
 
-    q = o;
-    delta = 0;
+    /* the splice, whole, in the pieces of (a) and a byte at a time: the
+     * same bytes every way */
 
-    for (i = 0; i < n; i++) {
-        memcpy(q, body + delta, (size_t) e[i].start - delta);
-        q += (size_t) e[i].start - delta;
-        memcpy(q, e[i].text, e[i].len);
-        q += e[i].len;
-        delta = (size_t) e[i].end;
+    c.cap = olen;
+    c.out = malloc(olen ? olen : 1);
+    CHECK(c.out != NULL);
+
+    c2.cap = olen;
+    c2.out = malloc(olen ? olen : 1);
+    CHECK(c2.out != NULL);
+
+    splice_pieces(&plan, body, len, NULL, 0, 0, &c);
+
+    splice_pieces(&plan, body, len, cuts, ncuts, 0, &c2);
+    CHECK(memcmp(c.out, c2.out, olen) == 0);
+
+    splice_pieces(&plan, body, len, NULL, 0, 1, &c2);
+    CHECK(memcmp(c.out, c2.out, olen) == 0);
+
+    free(c2.out);
+
+    if (plan.n == 0) {
+        CHECK(olen == len && memcmp(c.out, body, len) == 0);
     }
-
-    memcpy(q, body + delta, len - delta);
-    q += len - delta;
-    CHECK((size_t) (q - o) == olen);
 
     /* the scanner on the output: valid, the new model where it was put */
 
-    scan_pieces(&os, o, olen, NULL, 0);
+    scan_pieces(&os, c.out, olen, NULL, 0);
 
     CHECK(os.error == NULL);
     CHECK(os.root_type == QWEN_JSON_OBJECT);
@@ -1025,7 +1111,7 @@ check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
     CHECK(os.fields[QWEN_FIELD_MODEL].type == QWEN_JSON_STRING);
     CHECK((size_t) (os.fields[QWEN_FIELD_MODEL].end
                     - os.fields[QWEN_FIELD_MODEL].start) == elen);
-    CHECK(memcmp(o + os.fields[QWEN_FIELD_MODEL].start, esc, elen) == 0);
+    CHECK(memcmp(c.out + os.fields[QWEN_FIELD_MODEL].start, esc, elen) == 0);
     CHECK(os.model_overflow == (nlen > QWEN_JSON_MODEL_MAX));
 
     if (nlen <= QWEN_JSON_MODEL_MAX) {
@@ -1035,7 +1121,7 @@ check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
     CHECK(os.fields[QWEN_FIELD_STREAM].type
           == s->fields[QWEN_FIELD_STREAM].type);
 
-    if (usage != U_NONE) {
+    if (plan.usage_injected) {
         /* the gateway would not edit it again */
         CHECK(os.fields[QWEN_FIELD_STREAM_OPTIONS].count == 1);
         CHECK(os.fields[QWEN_FIELD_STREAM_OPTIONS].type == QWEN_JSON_OBJECT);
@@ -1049,7 +1135,56 @@ check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
      */
 
     if (in != NULL && !ref->nul_escape) {
-        out = cjson_parse(o, olen);
+
+        /*
+         * What the plan must say about include_usage, from the tree: the
+         * client asked for usage with one "stream_options" object holding
+         * one "include_usage": true; otherwise, with inject_usage, the
+         * gateway asks for it, unless stream_options is neither absent,
+         * null nor an object, or a member it would edit repeats.
+         */
+
+        last = NULL;
+        (void) members(in, "stream", &last);
+        CHECK(stream == (last != NULL && cJSON_IsTrue(last)));
+
+        so = NULL;
+        so_n = members(in, "stream_options", &so);
+        iu = NULL;
+        iu_n = (so_n == 1 && cJSON_IsObject(so))
+               ? members(so, "include_usage", &iu) : 0;
+
+        usage = U_NONE;
+        client = 0;
+
+        if (!stream || so_n > 1) {
+            /* none */
+
+        } else if (so_n == 1 && cJSON_IsObject(so) && iu_n == 1
+                   && cJSON_IsTrue(iu))
+        {
+            client = 1;
+
+        } else if (!inject || iu_n > 1) {
+            /* none */
+
+        } else if (so_n == 0) {
+            usage = U_ADD;
+
+        } else if (cJSON_IsNull(so)) {
+            usage = U_NULL;
+
+        } else if (cJSON_IsObject(so)) {
+            usage = (iu_n == 0) ? U_FIRST : U_REPLACE;
+        }
+
+        CHECK(plan.usage_injected == (usage != U_NONE));
+
+        if (so_n <= 1) {
+            CHECK(plan.client_usage == client);
+        }
+
+        out = cjson_parse(c.out, olen);
         CHECK(out != NULL);
 
         /* "model" is the new name (cJSON strings end at a NUL) */
@@ -1061,9 +1196,9 @@ check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
         CHECK(memcmp(v->valuestring, name, i) == 0);
 
         if (usage != U_NONE) {
-            so = cJSON_GetObjectItemCaseSensitive(out, "stream_options");
-            CHECK(cJSON_IsObject(so));
-            CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so,
+            v = cJSON_GetObjectItemCaseSensitive(out, "stream_options");
+            CHECK(cJSON_IsObject(v));
+            CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v,
                                                           "include_usage")));
         }
 
@@ -1095,15 +1230,14 @@ check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
             break;
 
         case U_FIRST:
-            so = cJSON_GetObjectItemCaseSensitive(in, "stream_options");
             v = cJSON_CreateTrue();
             v->string = strdup("include_usage");
-            CHECK(cJSON_InsertItemInArray(so, 0, v));
+            CHECK(cJSON_InsertItemInArray((cJSON *) so, 0, v));
             break;
 
         case U_REPLACE:
-            so = cJSON_GetObjectItemCaseSensitive(in, "stream_options");
-            CHECK(cJSON_ReplaceItemInObjectCaseSensitive(so, "include_usage",
+            CHECK(cJSON_ReplaceItemInObjectCaseSensitive((cJSON *) so,
+                                                       "include_usage",
                                                        cJSON_CreateTrue()));
             break;
         }
@@ -1113,7 +1247,7 @@ check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
         cJSON_Delete(out);
     }
 
-    free(o);
+    free(c.out);
     free(esc);
 }
 
@@ -1433,17 +1567,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (whole.error == NULL && whole.root_type == QWEN_JSON_OBJECT
         && model->count == 1 && model->type == QWEN_JSON_STRING)
     {
-        at = len ? (size_t) (((unsigned) b1 * 131u + b0) % (len + 1)) : 0;
-        nlen = (size_t) (b0 >> 4) * 3;
+        if ((b0 >> 4) == 15 && !whole.model_overflow) {
+            /* the model's own name: kept if written without escapes */
+            name = whole.model;
+            nlen = whole.model_len;
 
-        if (nlen > len - at) {
-            nlen = len - at;
+        } else {
+            at = len ? (size_t) (((unsigned) b1 * 131u + b0) % (len + 1))
+                     : 0;
+            nlen = (size_t) (b0 >> 4) * 3;
+
+            if (nlen > len - at) {
+                nlen = len - at;
+            }
+
+            name = body + at;
         }
 
-        name = body + at;
-
         stage = "(c) the splice";
-        check_splice(body, len, &whole, &ref, j, name, nlen);
+        check_splice(body, len, &whole, &ref, j, name, nlen,
+                     !(b1 & 0x80), cuts, ncuts);
     }
 
     cJSON_Delete(j);

@@ -26,6 +26,11 @@ my @units = (
         name => 'usage',
         srcs => ['t/unit/usage_test.c', 'src/ngx_http_qwen_usage.c'],
     },
+    {
+        name => 'edit',
+        srcs => ['t/unit/edit_test.c', 'src/ngx_http_qwen_edit.c',
+                 'src/ngx_http_qwen_json.c'],
+    },
 );
 
 my $san = '-fsanitize=address,undefined -fno-sanitize-recover=all';

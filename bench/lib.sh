@@ -9,14 +9,23 @@ nginx=${QWEN_NGINX:-/usr/sbin/nginx}
 so=$repo/build/ngx_http_qwen_module.so
 ncpu=$(nproc)
 gw_cpu=$(( ncpu > 1 ? 1 : 0 ))
+# how the mock frames a stream: "chunked" as DashScope does (an event
+# stream's length is not known when it starts), or "length"
+stream_framing=${BENCH_STREAM_FRAMING:-chunked}
 
 rm -rf "$work"
 mkdir -p "$work"/{mock,gw}/{conf,logs}
 python3 bench/gen.py "$work/data" >/dev/null
 
 # the mock: canned answers as static files; a POST to a static file is a
-# 405, which error_page turns into a GET of the answer
+# 405, which error_page turns into a GET of the answer.  A stream (asked
+# with the X-Bench-Stream header, so that chat bodies are never read) is
+# answered as DashScope does: with the usage-only chunk when the body asks
+# for it ("stream_options":{"include_usage":true}, as the module and the
+# bench's bodies write it), without otherwise; Lua reads the body to tell.
 cat > "$work/mock/conf/nginx.conf" <<EOC
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 worker_processes 1;
 worker_cpu_affinity 1;
 error_log logs/error.log warn;
@@ -26,6 +35,17 @@ http {
     access_log off;
     client_max_body_size 0;
     keepalive_requests 1000000;
+    init_by_lua_block {
+        local function read(name)
+            local f = assert(io.open("$work/data/" .. name, "rb"))
+            local s = f:read("*a")
+            f:close()
+            return s
+        end
+        bench_sse = read("answer.sse")
+        bench_sse_usage = read("answer-usage.sse")
+        bench_sse_length = ("$stream_framing" == "length")
+    }
     server {
         listen 127.0.0.1:19901 backlog=4096;
         root $work/data;
@@ -33,21 +53,26 @@ http {
             if (\$http_x_bench_error) {
                 return 500 '{"error":{"message":"The service is down.","type":"server_error","param":null,"code":"InternalError"}}';
             }
-            if (\$http_x_bench_stream) {
-                error_page 405 =200 /answer.sse;
+            error_page 405 =200 /answer.json;
+            if (\$http_x_bench_stream = "") {
                 return 405;
             }
-            error_page 405 =200 /answer.json;
-            return 405;
+            client_body_buffer_size 64k;
+            content_by_lua_block {
+                ngx.req.read_body()
+                local body = ngx.req.get_body_data() or ""
+                local a = body:find('"include_usage":true', 1, true)
+                          and bench_sse_usage or bench_sse
+                ngx.header.content_type = "text/event-stream"
+                if bench_sse_length then
+                    ngx.header.content_length = #a
+                end
+                ngx.print(a)
+            }
         }
         location = /answer.json {
             internal;
             default_type application/json;
-        }
-        location = /answer.sse {
-            internal;
-            types { }
-            default_type text/event-stream;
         }
     }
 }
@@ -102,14 +127,14 @@ http {
         listen 127.0.0.1:19912 backlog=4096;
         location /v1/ {
             qwen_gateway on;
-            proxy_set_header Authorization $qwen_upstream_authorization;
+            proxy_set_header Authorization \$qwen_upstream_authorization;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass \$qwen_upstream/compatible-mode\$uri;
         }
         location /paced/ {
             qwen_gateway on;
-            proxy_set_header Authorization $qwen_upstream_authorization;
+            proxy_set_header Authorization \$qwen_upstream_authorization;
             qwen_default_region paced;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

@@ -55,5 +55,5 @@ for (let r = 0; r < ROUNDS; r++) {
 }
 
 const f = (x) => x.toFixed(2) + 'ms';
-console.log(`paced stream     | ${ROUNDS} x ${EVENTS} events, 1/ms | event arrival p50 ${f(pct(P, 50))} / ${f(pct(M, 50))}` +
+console.log(`paced stream         | ${ROUNDS} x ${EVENTS} events, 1/ms | event arrival p50 ${f(pct(P, 50))} / ${f(pct(M, 50))}` +
             ` | p99 ${f(pct(P, 99))} / ${f(pct(M, 99))} | added per event p50 ${f(pct(D, 50))}, p99 ${f(pct(D, 99))}`);

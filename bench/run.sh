@@ -4,6 +4,15 @@
 # zone), in one nginx, in the same run, for each scenario.
 #
 #   make bench                       (BENCH_DURATION=10s by default)
+#   BENCH_ONLY=stream bench/run.sh   only the rows whose name matches
+#   BENCH_STREAM_FRAMING=length      the mock sends streams with a
+#                                    Content-Length instead of chunked
+#
+# The two stream rows: the client asks for usage itself
+# (stream_options.include_usage), or it does not, and the module asks the
+# upstream for it and hides the usage chunk from the client.  The mock
+# answers each request as DashScope would (see bench/lib.sh); the script
+# checks what the client gets before it measures.
 #
 # Pinning, on this 2-core machine: the gateway's one worker has CPU 1 to
 # itself; the mock upstream (nginx serving canned DashScope answers), the
@@ -38,10 +47,16 @@ run() {
 }
 
 printf '\n%s\n' "nginx $($nginx -v 2>&1 | sed 's/.*\///'), $(nproc) cores, $(date -u +%Y-%m-%d), $dur per run; gateway worker on CPU $gw_cpu"
-printf '%-16s | %-22s | %-22s | %-19s | %s\n' scenario "requests/s plain/module" "p50 plain/module" "p99 plain/module" "CPU/request plain, module, ratio"
+printf '%-20s | %-22s | %-22s | %-19s | %s\n' scenario "requests/s plain/module" "p50 plain/module" "p99 plain/module" "CPU/request plain, module, ratio"
+
+# BENCH_ONLY=regex runs only the rows (and "paced") whose name matches it
+only() {
+    [ -z "${BENCH_ONLY:-}" ] || [[ $1 =~ $BENCH_ONLY ]]
+}
 
 row() {
     local name=$1 body=$2 conns=$3 header=${4:-}
+    only "$name" || return 0
     # a short warm-up of both, then the measured runs
     dur=2s run 19911 "$body" "$conns" "$header" >/dev/null
     dur=2s run 19912 "$body" "$conns" "$header" >/dev/null
@@ -51,16 +66,52 @@ row() {
         -v mp50="$mp50" -v pp99="$pp99" -v mp99="$mp99" -v pn="$pn" \
         -v mn="$mn" -v pt="$pt" -v mt="$mt" -v hz="$hz" 'BEGIN {
         pc = pt / hz / pn * 1e6; mc = mt / hz / mn * 1e6;
-        printf "%-16s | %9s / %-10s | %9s / %-10s | %8s / %-8s | %7.1f us, %7.1f us, %.2f\n",
+        printf "%-20s | %9s / %-10s | %9s / %-10s | %8s / %-8s | %7.1f us, %7.1f us, %.2f\n",
                name, prps, mrps, pp50, mp50, pp99, mp99, pc, mc, mc / pc }'
 }
+
+# stream DATA PORT: the events the client gets, "events usage-chunks [DONE]s"
+stream() {
+    curl -s -H 'Content-Type: application/json' -H 'X-Bench-Stream: 1' \
+         --data-binary "@$work/data/$1" \
+         "http://127.0.0.1:$2/v1/chat/completions" \
+    | awk '/^data: / { n++ } /"choices":\[\],/ && /"usage":\{/ { u++ }
+           /^data: \[DONE\]/ { d++ } END { print n + 0, u + 0, d + 0 }'
+}
+
+# The two stream rows are what they say: (a) the client asks for usage, the
+# upstream sends the usage chunk to both servers and the module only reads
+# it; (b) the client does not ask, so plain proxy_pass gets no usage chunk
+# while the module asks upstream for one (include_usage injected), counts
+# it and hides it: the client sees the same 50 events and [DONE] as plain.
+check_stream() {
+    local got
+    got=$(stream "$1" "$2")
+    if [ "$got" != "$3" ]; then
+        echo "bench: $1 through port $2: events, usage chunks, [DONE] are" \
+             "\"$got\", not \"$3\"" >&2
+        exit 1
+    fi
+}
+check_stream req-stream-usage.json 19911 "52 1 1"
+check_stream req-stream-usage.json 19912 "52 1 1"
+check_stream req-stream.json 19911 "51 0 1"
+check_stream req-stream.json 19912 "51 0 1"
+# and the hidden chunk was counted: 48 output tokens for each of the two
+out_tokens=$(curl -s http://127.0.0.1:19912/metrics \
+    | awk '/^qwen_tokens_total.*type="output"/ { n += $2 } END { print n + 0 }')
+if [ "$out_tokens" != 96 ]; then
+    echo "bench: the module counted $out_tokens output tokens, not 96" >&2
+    exit 1
+fi
 
 row "1 KB chat" req-1k.json 16
 row "256 KB chat" req-256k.json 8
 row "10 MB chat" req-10m.json 2
-row "50-event stream" req-stream.json 16 "X-Bench-Stream: 1"
+row "stream, usage asked" req-stream-usage.json 16 "X-Bench-Stream: 1"
+row "stream, usage hidden" req-stream.json 16 "X-Bench-Stream: 1"
 
 # paced: one event per millisecond, added latency per event
-node bench/paced.mjs 127.0.0.1:19911 127.0.0.1:19912 "$work/data/req-stream.json"
+only paced && node bench/paced.mjs 127.0.0.1:19911 127.0.0.1:19912 "$work/data/req-stream.json"
 
 curl -s http://127.0.0.1:19912/metrics >"$work/metrics.txt" || true

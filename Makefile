@@ -66,11 +66,17 @@ analyze: $(MODULE)
 # the Test::Nginx suite with nginx under valgrind's memcheck; a valgrind
 # error or definite leak fails the test (valgrind.suppress: nginx's own
 # allocations that are never freed at exit)
+# (TEST_NGINX_BINARY is t/nginx.sh, a shell script that execs nginx:
+# --trace-children=yes makes valgrind follow it into nginx)
 valgrind: deps-test $(MODULE)
 	@scripts/deps.sh valgrind
-	@TEST_NGINX_USE_VALGRIND=1 scripts/run-tests.sh $(VALGRIND_TESTS)
+	@TEST_NGINX_USE_VALGRIND="--num-callers=100 --tool=memcheck \
+	    --leak-check=full --show-possibly-lost=no --trace-children=yes \
+	    --suppressions=$(CURDIR)/valgrind.suppress" \
+	    scripts/run-tests.sh $(VALGRIND_TESTS)
 
 VALGRIND_TESTS ?= t/010-config.t t/020-transform.t t/030-bad-input.t \
                   t/040-body-layout.t t/050-region.t t/060-upstream.t \
                   t/070-models.t t/080-openai-client.t t/100-usage.t \
-                  t/110-metrics.t
+                  t/110-metrics.t t/130-neighbours.t t/131-credentials.t \
+                  t/132-body-paths.t t/133-credential-edges.t

@@ -12,20 +12,15 @@ use HTTP::Tiny;
 use File::Temp qw(tempdir);
 use Time::HiRes qw(sleep);
 use IO::Socket::INET;
+use lib "$ENV{TEST_NGINX_REPO}/t/lib";
+use Qwen::FreePort qw(free_port);
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
 my $so = $ENV{TEST_NGINX_LOAD_MODULES} or plan skip_all => 'no module';
 my $nginx = $ENV{QWEN_NGINX} || '/usr/sbin/nginx';
 
-my $port;
-{
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    $port = $s->sockport;
-    close $s;
-}
+my $port = free_port($mock);
 
 my $dir = tempdir(CLEANUP => 1);
 mkdir "$dir/$_" for qw(conf logs);

@@ -45,7 +45,8 @@ static ngx_uint_t ngx_http_qwen_header_dropped(ngx_table_elt_t *h,
     ngx_array_t *allowed);
 static ngx_uint_t ngx_http_qwen_name_matches(ngx_str_t *name,
     ngx_str_t *rule, ngx_uint_t prefix);
-static ngx_int_t ngx_http_qwen_identity_encoding(ngx_http_request_t *r);
+static ngx_int_t ngx_http_qwen_identity_encoding(ngx_http_request_t *r,
+    ngx_table_elt_t *h);
 
 
 /* qwen_pass_client_header name | prefix* ...; */
@@ -111,9 +112,11 @@ ngx_http_qwen_pass_client_header(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /*
- * Called when a request is routed.  The list is rebuilt without the
- * dropped headers rather than edited in place: r->headers_in keeps
- * pointers into the old list's elements, which stay valid.
+ * Called when a request is routed: one pass over the client's headers
+ * finds those to drop and asks for identity encoding; only when something
+ * is dropped is the list rebuilt without it, rather than edited in place:
+ * r->headers_in keeps pointers into the old list's elements, which stay
+ * valid.
  */
 
 ngx_int_t
@@ -145,51 +148,54 @@ ngx_http_qwen_headers_shape(ngx_http_request_t *r)
 
         if (ngx_http_qwen_header_dropped(&h[i], qlcf->pass_headers)) {
             drop++;
+
+        } else if (ngx_http_qwen_identity_encoding(r, &h[i]) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
-    if (drop) {
-        if (ngx_list_init(&list, r->pool, 20, sizeof(ngx_table_elt_t))
-            != NGX_OK)
-        {
+    if (drop == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_list_init(&list, r->pool, 20, sizeof(ngx_table_elt_t)) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (ngx_http_qwen_header_dropped(&h[i], qlcf->pass_headers)) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "qwen: client header \"%V\" not passed upstream "
+                          "(qwen_pass_client_header)", &h[i].key);
+            continue;
+        }
+
+        copy = ngx_list_push(&list);
+        if (copy == NULL) {
             return NGX_ERROR;
         }
 
-        part = &r->headers_in.headers.part;
-        h = part->elts;
-
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (ngx_http_qwen_header_dropped(&h[i], qlcf->pass_headers)) {
-                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                              "qwen: client header \"%V\" not passed "
-                              "upstream (qwen_pass_client_header)",
-                              &h[i].key);
-                continue;
-            }
-
-            copy = ngx_list_push(&list);
-            if (copy == NULL) {
-                return NGX_ERROR;
-            }
-
-            *copy = h[i];
-        }
-
-        r->headers_in.headers = list;
+        *copy = h[i];
     }
 
-    return ngx_http_qwen_identity_encoding(r);
+    r->headers_in.headers = list;
+
+    return NGX_OK;
 }
 
 
@@ -259,53 +265,35 @@ ngx_http_qwen_name_matches(ngx_str_t *name, ngx_str_t *rule,
  */
 
 static ngx_int_t
-ngx_http_qwen_identity_encoding(ngx_http_request_t *r)
+ngx_http_qwen_identity_encoding(ngx_http_request_t *r, ngx_table_elt_t *h)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *copy;
+    ngx_table_elt_t  *copy;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != sizeof("Accept-Encoding") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Accept-Encoding",
-                               sizeof("Accept-Encoding") - 1) != 0
-            || (h[i].value.len == sizeof("identity") - 1
-                && ngx_strncmp(h[i].value.data, "identity",
-                               sizeof("identity") - 1) == 0))
-        {
-            continue;
-        }
+    if (h->key.len != sizeof("Accept-Encoding") - 1
+        || ngx_strncasecmp(h->key.data, (u_char *) "Accept-Encoding",
+                           sizeof("Accept-Encoding") - 1) != 0
+        || (h->value.len == sizeof("identity") - 1
+            && ngx_strncmp(h->value.data, "identity",
+                           sizeof("identity") - 1) == 0))
+    {
+        return NGX_OK;
+    }
 
 #if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
-        if (r->headers_in.accept_encoding == &h[i]) {
-            copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
-            if (copy == NULL) {
-                return NGX_ERROR;
-            }
-
-            *copy = h[i];
-            r->headers_in.accept_encoding = copy;
+    if (r->headers_in.accept_encoding == h) {
+        copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
+        if (copy == NULL) {
+            return NGX_ERROR;
         }
+
+        *copy = *h;
+        r->headers_in.accept_encoding = copy;
+    }
 #else
-        (void) copy;
+    (void) copy;
 #endif
 
-        ngx_str_set(&h[i].value, "identity");
-    }
+    ngx_str_set(&h->value, "identity");
 
     return NGX_OK;
 }

@@ -18,10 +18,24 @@
  * Almost every byte is either in a string, which a fast path skips eight
  * bytes at a time, or in an SSE line that is not data, which memchr()
  * skips.
+ *
+ * Streams take faster paths, with the same results.  An event whole in
+ * the piece, one data line with a JSON object or "[DONE]" (the shape of
+ * every chat.completion.chunk), is read in place by qwen_usage_fast(),
+ * not byte by byte through the state machines.  An event that the end
+ * of a piece cuts is kept in the carry, up to QWEN_USAGE_CARRY_MAX bytes,
+ * until its end comes, and then read whole the same way.  And
+ * qwen_usage_scan_skim() only counts an ordinary chunk whose every
+ * "usage" is null once the model is known, since nothing in it can
+ * change the results.
  */
 
 
 #include <string.h>
+
+#if (defined __SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "ngx_http_qwen_usage.h"
 #include "ngx_http_qwen_json_text.h"
@@ -106,7 +120,23 @@ enum {
 #define QWEN_USAGE_NOT    7                  /* not "[DONE]" */
 #define QWEN_USAGE_DEEP   ((uint32_t) 0x7fffffff)
 
+/* qwen_usage_fast(): the event may be whole once more bytes come */
+#define QWEN_USAGE_SHORT  ((size_t) -1)
 
+/* p starts with "data:" */
+#define qwen_usage_data_field(p)                                            \
+    ((p)[0] == 'd' && (p)[1] == 'a' && (p)[2] == 't' && (p)[3] == 'a'       \
+     && (p)[4] == ':')
+
+
+static size_t qwen_usage_carry(qwen_usage_scan_t *s, const unsigned char *p,
+    size_t len);
+static size_t qwen_usage_sse(qwen_usage_scan_t *s, const unsigned char *p,
+    size_t len);
+static size_t qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p,
+    size_t len);
+static unsigned qwen_usage_fast_name(const unsigned char *name, size_t n,
+    uint32_t depth, unsigned parent);
 static void qwen_usage_event_end(qwen_usage_scan_t *s);
 static void qwen_usage_data_line(qwen_usage_scan_t *s);
 static void qwen_usage_payload(qwen_usage_scan_t *s, const unsigned char *p,
@@ -134,7 +164,8 @@ static size_t qwen_usage_utf8_cut(const unsigned char *p, size_t len);
 void
 qwen_usage_scan_init(qwen_usage_scan_t *s, int sse)
 {
-    memset(s, 0, sizeof(qwen_usage_scan_t));
+    /* the carry is not cleared: carry_len says what of it counts */
+    memset(s, 0, offsetof(qwen_usage_scan_t, carry));
 
     s->sse = sse ? 1 : 0;
     s->line = L_START;
@@ -146,8 +177,7 @@ qwen_usage_scan_init(qwen_usage_scan_t *s, int sse)
 size_t
 qwen_usage_scan(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
 {
-    unsigned char         c;
-    const unsigned char  *start, *last, *eol, *cr;
+    size_t  n;
 
     s->event_ended = 0;
     s->event_usage_only = 0;
@@ -157,6 +187,109 @@ qwen_usage_scan(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
         qwen_usage_json(s, p, p + len);
         return len;
     }
+
+    if (len == 0) {
+        return 0;
+    }
+
+    if (s->carry_len) {
+        return qwen_usage_carry(s, p, len);
+    }
+
+    if (s->line == L_START && !s->block) {
+        n = qwen_usage_fast(s, p, len);
+
+        if (n != 0 && n != QWEN_USAGE_SHORT) {
+            return n;
+        }
+
+        if (n == QWEN_USAGE_SHORT && len <= QWEN_USAGE_CARRY_MAX
+            && memchr(p, '\n', len) == NULL && memchr(p, '\r', len) == NULL)
+        {
+            /* the event goes on in the next piece: its start is kept */
+
+            memcpy(s->carry, p, len);
+            s->carry_len = len;
+            s->block = 1;
+
+            return len;
+        }
+    }
+
+    return qwen_usage_sse(s, p, len);
+}
+
+
+/*
+ * The rest of an event whose start is in the carry.  When its end comes
+ * soon enough, the whole event is read from the carry, by the fast path
+ * if it can, else byte by byte; otherwise the carry is read byte by byte
+ * and the scan goes on byte by byte.
+ */
+
+static size_t
+qwen_usage_carry(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
+{
+    size_t                n, m;
+    const unsigned char  *eol;
+
+    eol = memchr(p, '\n', len);
+
+    if (eol == NULL) {
+        if (s->carry_len + len <= QWEN_USAGE_CARRY_MAX
+            && memchr(p, '\r', len) == NULL)
+        {
+            memcpy(s->carry + s->carry_len, p, len);
+            s->carry_len += len;
+            return len;
+        }
+
+        goto flush;
+    }
+
+    /* the carry has no line end: this one ends the data line */
+
+    n = (size_t) (eol - p) + 2;
+
+    if (n > len || eol[1] != '\n' || s->carry_len + n > QWEN_USAGE_CARRY_MAX
+        || memchr(p, '\r', eol - p) != NULL)
+    {
+        goto flush;
+    }
+
+    memcpy(s->carry + s->carry_len, p, n);
+
+    m = s->carry_len + n;
+    s->carry_len = 0;
+    s->block = 0;
+
+    if (qwen_usage_fast(s, s->carry, m) != m) {
+        /* the event ends with the carry: this reads it to its end */
+        (void) qwen_usage_sse(s, s->carry, m);
+    }
+
+    return n;
+
+flush:
+
+    m = s->carry_len;
+    s->carry_len = 0;
+    s->block = 0;
+
+    /* no line ends in the carry: this reads all of it and ends nothing */
+    (void) qwen_usage_sse(s, s->carry, m);
+
+    return qwen_usage_sse(s, p, len);
+}
+
+
+/* the SSE line parser, byte by byte */
+
+static size_t
+qwen_usage_sse(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
+{
+    unsigned char         c;
+    const unsigned char  *start, *last, *eol, *cr;
 
     start = p;
     last = p + len;
@@ -321,6 +454,8 @@ qwen_usage_scan_maybe_usage_only(const qwen_usage_scan_t *s)
 int
 qwen_usage_scan_finish(qwen_usage_scan_t *s)
 {
+    size_t  n;
+
     s->event_ended = 0;
     s->event_usage_only = 0;
     s->event_done = 0;
@@ -332,6 +467,14 @@ qwen_usage_scan_finish(qwen_usage_scan_t *s)
         }
 
         return s->complete;
+    }
+
+    if (s->carry_len) {
+        /* the body ends in the middle of an event: read what came of it */
+        n = s->carry_len;
+        s->carry_len = 0;
+        s->block = 0;
+        (void) qwen_usage_sse(s, s->carry, n);
     }
 
     if (s->block) {
@@ -1185,18 +1328,201 @@ qwen_usage_utf8_cut(const unsigned char *p, size_t len)
 }
 
 
+/*
+ * The skim's test of an event's data, from q (its '{', past "data:") on:
+ * where the event ends (just past the first "\n\n"), or NULL if it does
+ * not end before last or is not for the skim: a '\r' in it (a lone '\r'
+ * ends a line too), a \u escape (it could spell a name), or a "usage"
+ * member whose value is not null.  "usage" is found by its rare letter 'g'.
+ */
+
+#define qwen_usage_skim_usage(u, q, last)                                   \
+    /* u is at a 'g': "usa" 'g' "e\"" with a value that is not null */     \
+    (u - q >= 4 && u[-1] == 'a' && u[-2] == 's' && u[-3] == 'u'            \
+     && u[-4] == '"' && last - u >= 3 && u[1] == 'e' && u[2] == '"'        \
+     && !qwen_usage_skim_null(u + 3, last))
+
+
+static int
+qwen_usage_skim_null(const unsigned char *u, const unsigned char *last)
+{
+    while (u < last && (*u == ' ' || *u == '\t')) {
+        u++;
+    }
+
+    if (u == last || *u != ':') {
+        return 0;
+    }
+
+    u++;
+
+    while (u < last && (*u == ' ' || *u == '\t')) {
+        u++;
+    }
+
+    return last - u >= 4
+           && u[0] == 'n' && u[1] == 'u' && u[2] == 'l' && u[3] == 'l';
+}
+
+
+#if (defined __SSE2__)
+
+/*
+ * One pass, 16 bytes at a time, for the four bytes that matter: '\n',
+ * '\r', '\\' and 'g'; a chunk has only a few of them.
+ */
+
+static const unsigned char *
+qwen_usage_skim_end(const unsigned char *q, const unsigned char *last)
+{
+    unsigned              mask;
+    const unsigned char  *b, *u, *escaped;
+    __m128i               v, lf, cr, bs, g;
+
+    lf = _mm_set1_epi8('\n');
+    cr = _mm_set1_epi8('\r');
+    bs = _mm_set1_epi8('\\');
+    g = _mm_set1_epi8('g');
+
+    /* the byte after a backslash is escaped: not a backslash of its own */
+    escaped = NULL;
+
+    for (b = q; b < last; b += 16) {
+
+        if (last - b >= 16) {
+            v = _mm_loadu_si128((const __m128i *) b);
+            mask = (unsigned) _mm_movemask_epi8(
+                       _mm_or_si128(
+                           _mm_or_si128(_mm_cmpeq_epi8(v, lf),
+                                        _mm_cmpeq_epi8(v, cr)),
+                           _mm_or_si128(_mm_cmpeq_epi8(v, bs),
+                                        _mm_cmpeq_epi8(v, g))));
+
+        } else {
+            mask = 0;
+
+            for (u = b; u < last; u++) {
+                if (*u == '\n' || *u == '\r' || *u == '\\' || *u == 'g') {
+                    mask |= 1u << (u - b);
+                }
+            }
+        }
+
+        while (mask) {
+            u = b + __builtin_ctz(mask);
+            mask &= mask - 1;
+
+            switch (*u) {
+
+            case '\n':
+                if (u + 1 == last) {
+                    return NULL;
+                }
+
+                if (u[1] == '\n') {
+                    return u + 2;
+                }
+
+                break;
+
+            case '\r':
+                return NULL;
+
+            case '\\':
+                if (u == escaped) {
+                    break;
+                }
+
+                if (u + 1 == last || u[1] == 'u') {
+                    return NULL;
+                }
+
+                escaped = u + 1;
+                break;
+
+            default: /* 'g' */
+                if (qwen_usage_skim_usage(u, q, last)) {
+                    return NULL;
+                }
+
+                break;
+            }
+        }
+    }
+
+    return NULL;
+}
+
+#else
+
+/* a few long memchr() runs rather than a look at every byte */
+
+static const unsigned char *
+qwen_usage_skim_end(const unsigned char *q, const unsigned char *last)
+{
+    const unsigned char  *end, *u;
+
+    end = NULL;
+
+    for (u = q; u < last; u++) {
+        u = memchr(u, '\n', last - u);
+
+        if (u == NULL) {
+            return NULL;
+        }
+
+        if (u + 1 < last && u[1] == '\n') {
+            end = u + 2;
+            break;
+        }
+    }
+
+    if (end == NULL || memchr(q, '\r', end - q) != NULL) {
+        return NULL;
+    }
+
+    for (u = q; u < end; u += 2) {
+        u = memchr(u, '\\', end - u);
+
+        if (u == NULL) {
+            break;
+        }
+
+        if (u + 1 < end && u[1] == 'u') {
+            return NULL;
+        }
+    }
+
+    for (u = q; u < end; u++) {
+        u = memchr(u, 'g', end - u);
+
+        if (u == NULL) {
+            break;
+        }
+
+        if (qwen_usage_skim_usage(u, q, end)) {
+            return NULL;
+        }
+    }
+
+    return end;
+}
+
+#endif
+
+
 size_t
 qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
     size_t len)
 {
-    const unsigned char  *last, *q, *end, *u;
+    const unsigned char  *last, *q, *end;
 
     s->event_ended = 0;
     s->event_usage_only = 0;
     s->event_done = 0;
 
     if (!s->sse || s->line != L_START || s->block || !s->has_model
-        || len < 8 || memcmp(p, "data:", 5) != 0)
+        || len < 8 || !qwen_usage_data_field(p))
     {
         return 0;
     }
@@ -1212,92 +1538,639 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
         return 0;
     }
 
-    /*
-     * A few long memchr() runs rather than a look at every byte: the
-     * blank line that ends the event (events with a '\r' take the long
-     * way), no \u escape that could spell a name, and every "usage" a
-     * member whose value is null, found by its rare letter 'g'.
-     */
-
-    end = NULL;
-
-    for (u = q; u < last; u++) {
-        u = memchr(u, '\n', last - u);
-
-        if (u == NULL) {
-            return 0;
-        }
-
-        if (u + 1 < last && u[1] == '\n') {
-            end = u + 2;
-            break;
-        }
-    }
+    end = qwen_usage_skim_end(q, last);
 
     if (end == NULL) {
         return 0;
-    }
-
-    /* a lone '\r' ends a line too: such events take the long way */
-
-    if (memchr(q, '\r', end - q) != NULL) {
-        return 0;
-    }
-
-    for (u = q; u < end; u += 2) {
-        u = memchr(u, '\\', end - u);
-
-        if (u == NULL) {
-            break;
-        }
-
-        if (u + 1 < end && u[1] == 'u') {
-            return 0;
-        }
-    }
-
-    for (u = q + 4; u < end; u++) {
-        u = memchr(u, 'g', end - u);
-
-        if (u == NULL) {
-            break;
-        }
-
-        /* "usa" 'g' "e\"" */
-
-        if (end - u < 3 || u[1] != 'e' || u[2] != '"' || u[-1] != 'a'
-            || u[-2] != 's' || u[-3] != 'u' || u[-4] != '"')
-        {
-            continue;
-        }
-
-        u += 3;
-
-        while (u < end && (*u == ' ' || *u == '\t')) {
-            u++;
-        }
-
-        if (u == end || *u != ':') {
-            return 0;
-        }
-
-        u++;
-
-        while (u < end && (*u == ' ' || *u == '\t')) {
-            u++;
-        }
-
-        if (end - u < 4
-            || u[0] != 'n' || u[1] != 'u' || u[2] != 'l' || u[3] != 'l')
-        {
-            return 0;
-        }
-
-        u += 3;
     }
 
     s->events++;
     s->event_ended = 1;
 
     return end - p;
+}
+
+
+/*
+ * The end of a run of plain string bytes, as qwen_json_string_run() finds
+ * it, for the short strings of a chunk: 16 bytes at a time with SSE2.
+ */
+
+#if (defined __SSE2__)
+
+static const unsigned char *
+qwen_usage_fast_string(const unsigned char *p, const unsigned char *last)
+{
+    unsigned  mask;
+    __m128i   v, quote, bs, ctl;
+
+    quote = _mm_set1_epi8('"');
+    bs = _mm_set1_epi8('\\');
+    ctl = _mm_set1_epi8(0x1f);
+
+    while (last - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        /* '"', '\\', or a byte up to 0x1f */
+        mask = (unsigned) _mm_movemask_epi8(
+                   _mm_or_si128(
+                       _mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                    _mm_cmpeq_epi8(v, bs)),
+                       _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl)));
+
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+
+    while (p < last && *p != '"' && *p != '\\' && *p >= 0x20) {
+        p++;
+    }
+
+    return p;
+}
+
+#else
+
+#define qwen_usage_fast_string  qwen_json_string_run
+
+#endif
+
+
+/*
+ * The fast path of qwen_usage_scan(), at the start of an event: an event
+ * whole in p..p+len, made of one data line that holds "[DONE]" or a JSON
+ * object, then the blank line, with no '\r' (the common shape of a
+ * chat.completion.chunk stream).  The line is read in place, not byte by
+ * byte through the state machines, to the same results, and its length
+ * is returned with event_ended set.
+ *
+ * Anything else is left to the byte-wise scanner: 0 is returned and
+ * nothing is changed, as with invalid JSON, escapes in a member name on
+ * the usage path or in the model, a model longer than model[], nesting
+ * deeper than 64, another line in the event.  QWEN_USAGE_SHORT says that
+ * the bytes end before the event does while nothing seen so far sends it
+ * to the byte-wise scanner.
+ */
+
+#define qwen_usage_fast_ws(q, last)                                         \
+    while (q < last && (*q == ' ' || *q == '\t')) {                         \
+        q++;                                                                \
+    }                                                                       \
+                                                                            \
+    if (q == last) {                                                        \
+        return QWEN_USAGE_SHORT;                                            \
+    }
+
+static size_t
+qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
+{
+    int                   esc;
+    size_t                n, model_len;
+    uint32_t              d, track;
+    unsigned              k, c, choices, fields, usage, num_ok;
+    uint64_t              stack, num, doc[5];
+    unsigned char         cls[4];
+    const unsigned char  *q, *last, *str, *model, *lit;
+
+    if (len < 7 || !qwen_usage_data_field(p)) {
+        return 0;
+    }
+
+    last = p + len;
+    q = p + 5;
+
+    if (*q == ' ') {
+        q++;
+    }
+
+    if (*q == '[') {
+
+        /* "[DONE]", and whatever follows it on the line */
+
+        n = (size_t) (last - q);
+
+        if (n < 6) {
+            return memcmp(q, "[DONE]", n) == 0 ? QWEN_USAGE_SHORT : 0;
+        }
+
+        if (memcmp(q, "[DONE]", 6) != 0) {
+            return 0;
+        }
+
+        str = memchr(q + 6, '\n', last - q - 6);
+
+        if (str == NULL) {
+            return QWEN_USAGE_SHORT;
+        }
+
+        if (memchr(q + 6, '\r', str - q - 6) != NULL) {
+            return 0;
+        }
+
+        if (str + 1 == last) {
+            return QWEN_USAGE_SHORT;
+        }
+
+        if (str[1] != '\n') {
+            return 0;
+        }
+
+        /* not JSON: no results but the event and [DONE] */
+
+        s->events++;
+        s->done_seen = 1;
+        s->event_done = 1;
+        s->event_ended = 1;
+
+        return (size_t) (str + 2 - p);
+    }
+
+    if (*q != '{') {
+        return 0;
+    }
+
+    d = 0;
+    track = 0;
+    stack = 0;
+    choices = C_NONE;
+    fields = 0;
+    usage = 0;
+    model = NULL;
+    model_len = 0;
+    memset(doc, 0, sizeof(doc));
+    memset(cls, K_NONE, sizeof(cls));
+
+value:
+
+    /* q is at the first byte of a value in the container at depth d */
+
+    c = *q;
+    k = (d >= 1 && d <= 3) ? cls[d] : K_NONE;
+
+    if (k == K_CHOICES && c != '[') {
+        choices = C_OTHER;
+    }
+
+    switch (c) {
+
+    case '{':
+    case '[':
+
+        if (d == QWEN_USAGE_MAX_DEPTH) {
+            return 0;
+        }
+
+        d++;
+
+        if (c == '{') {
+            stack |= (uint64_t) 1 << (d - 1);
+
+            if (d == 1
+                || (d == 2 && k == K_USAGE)
+                || (d == 3 && (k == K_PDETAILS || k == K_CDETAILS)))
+            {
+                track = d;
+
+                if (d == 2) {
+                    /* a later "usage" replaces an earlier one */
+                    fields = 0;
+                    memset(doc, 0, sizeof(doc));
+                }
+            }
+
+        } else {
+            stack &= ~((uint64_t) 1 << (d - 1));
+        }
+
+        if (d <= 3) {
+            cls[d] = K_NONE;
+        }
+
+        q++;
+        qwen_usage_fast_ws(q, last);
+
+        if (c == '{') {
+            if (*q == '}') {
+                goto close;
+            }
+
+            goto name;
+        }
+
+        if (k == K_CHOICES) {
+            choices = (*q == ']' && choices != C_OTHER) ? C_EMPTY : C_OTHER;
+        }
+
+        if (*q == ']') {
+            goto close;
+        }
+
+        goto value;
+
+    case '"':
+
+        str = ++q;
+        esc = 0;
+
+        for ( ;; ) {
+            q = qwen_usage_fast_string(q, last);
+
+            if (q == last) {
+                return QWEN_USAGE_SHORT;
+            }
+
+            if (*q == '"') {
+                break;
+            }
+
+            if (*q != '\\') {
+                /* a control byte: not JSON, or the line ends */
+                return 0;
+            }
+
+            esc = 1;
+
+            if (last - q < 2) {
+                return QWEN_USAGE_SHORT;
+            }
+
+            if (q[1] == 'u') {
+                if (last - q < 6) {
+                    return QWEN_USAGE_SHORT;
+                }
+
+                if (qwen_json_hex(q[2]) < 0 || qwen_json_hex(q[3]) < 0
+                    || qwen_json_hex(q[4]) < 0 || qwen_json_hex(q[5]) < 0)
+                {
+                    return 0;
+                }
+
+                q += 6;
+                continue;
+            }
+
+            if (qwen_json_simple_escape(q[1]) < 0) {
+                return 0;
+            }
+
+            q += 2;
+        }
+
+        if (k == K_MODEL && !s->has_model) {
+            if (esc || (size_t) (q - str) > QWEN_USAGE_MODEL_MAX) {
+                return 0;
+            }
+
+            model = str;
+            model_len = (size_t) (q - str);
+        }
+
+        q++;
+        goto after;
+
+    case 't':
+        lit = (const unsigned char *) "true";
+        n = 4;
+        goto literal;
+
+    case 'f':
+        lit = (const unsigned char *) "false";
+        n = 5;
+        goto literal;
+
+    case 'n':
+        lit = (const unsigned char *) "null";
+        n = 4;
+
+    literal:
+
+        if ((size_t) (last - q) < n) {
+            return QWEN_USAGE_SHORT;
+        }
+
+        if (memcmp(q, lit, n) != 0) {
+            return 0;
+        }
+
+        q += n;
+        goto after;
+    }
+
+    /* a number */
+
+    num_ok = (k >= K_PROMPT && k <= K_REASONING);
+    num = 0;
+
+    if (c == '-') {
+        num_ok = 0;
+
+        if (++q == last) {
+            return QWEN_USAGE_SHORT;
+        }
+    }
+
+    if ((unsigned) (*q - '0') > 9) {
+        return 0;
+    }
+
+    if (*q == '0') {
+        q++;
+
+    } else {
+        do {
+            if (num_ok) {
+                num = num * 10 + (unsigned) (*q - '0');
+
+                if (num > QWEN_USAGE_MAX_COUNT) {
+                    num_ok = 0;
+                }
+            }
+
+            q++;
+
+        } while (q < last && (unsigned) (*q - '0') <= 9);
+    }
+
+    if (q == last) {
+        return QWEN_USAGE_SHORT;
+    }
+
+    if (*q == '.') {
+        if (++q == last) {
+            return QWEN_USAGE_SHORT;
+        }
+
+        if ((unsigned) (*q - '0') > 9) {
+            return 0;
+        }
+
+        do {
+            if (*q != '0') {
+                num_ok = 0;
+            }
+
+            q++;
+
+        } while (q < last && (unsigned) (*q - '0') <= 9);
+
+        if (q == last) {
+            return QWEN_USAGE_SHORT;
+        }
+    }
+
+    if (*q == 'e' || *q == 'E') {
+        num_ok = 0;
+
+        if (++q == last) {
+            return QWEN_USAGE_SHORT;
+        }
+
+        if (*q == '+' || *q == '-') {
+            if (++q == last) {
+                return QWEN_USAGE_SHORT;
+            }
+        }
+
+        if ((unsigned) (*q - '0') > 9) {
+            return 0;
+        }
+
+        do {
+            q++;
+        } while (q < last && (unsigned) (*q - '0') <= 9);
+
+        if (q == last) {
+            return QWEN_USAGE_SHORT;
+        }
+    }
+
+    if (num_ok) {
+        doc[k - K_PROMPT] = num;
+        fields |= 1u << (k - K_PROMPT);
+    }
+
+after:
+
+    /* a value ended just before q */
+
+    if (d == 0) {
+        goto end;
+    }
+
+    qwen_usage_fast_ws(q, last);
+
+    if (*q == ',') {
+        q++;
+        qwen_usage_fast_ws(q, last);
+
+        if ((stack >> (d - 1)) & 1) {
+            goto name;
+        }
+
+        goto value;
+    }
+
+    if (*q != (((stack >> (d - 1)) & 1) ? '}' : ']')) {
+        return 0;
+    }
+
+close:
+
+    /* q is at the bracket that closes the container at depth d */
+
+    if (track >= d) {
+        if (d == 2) {
+            usage = 1;
+        }
+
+        track = d - 1;
+    }
+
+    d--;
+    q++;
+    goto after;
+
+name:
+
+    /* q is at a member name in the object at depth d */
+
+    if (*q != '"') {
+        return 0;
+    }
+
+    str = ++q;
+    esc = 0;
+
+    for ( ;; ) {
+        q = qwen_usage_fast_string(q, last);
+
+        if (q == last) {
+            return QWEN_USAGE_SHORT;
+        }
+
+        if (*q == '"') {
+            break;
+        }
+
+        if (*q != '\\') {
+            return 0;
+        }
+
+        /* any valid escape: the name is not on the usage path, see below */
+
+        esc = 1;
+
+        if (last - q < 2) {
+            return QWEN_USAGE_SHORT;
+        }
+
+        if (q[1] == 'u') {
+            if (last - q < 6) {
+                return QWEN_USAGE_SHORT;
+            }
+
+            if (qwen_json_hex(q[2]) < 0 || qwen_json_hex(q[3]) < 0
+                || qwen_json_hex(q[4]) < 0 || qwen_json_hex(q[5]) < 0)
+            {
+                return 0;
+            }
+
+            q += 6;
+            continue;
+        }
+
+        if (qwen_json_simple_escape(q[1]) < 0) {
+            return 0;
+        }
+
+        q += 2;
+    }
+
+    if (d <= 3 && track >= d) {
+        /* names on the usage path are compared decoded: not here */
+
+        if (esc) {
+            return 0;
+        }
+
+        cls[d] = (unsigned char) qwen_usage_fast_name(str, (size_t) (q - str),
+                                                      d, cls[2]);
+    }
+
+    q++;
+    qwen_usage_fast_ws(q, last);
+
+    if (*q != ':') {
+        return 0;
+    }
+
+    q++;
+    qwen_usage_fast_ws(q, last);
+
+    goto value;
+
+end:
+
+    /* after the object: white space, the line end, the blank line */
+
+    qwen_usage_fast_ws(q, last);
+
+    if (*q != '\n') {
+        return 0;
+    }
+
+    if (q + 1 == last) {
+        return QWEN_USAGE_SHORT;
+    }
+
+    if (q[1] != '\n') {
+        return 0;
+    }
+
+    /* the event is read: its results, as qwen_usage_event_end() takes them */
+
+    s->events++;
+
+    if (usage) {
+        s->has_usage = 1;
+        s->usage_fields = fields;
+        s->prompt_tokens = doc[K_PROMPT - K_PROMPT];
+        s->completion_tokens = doc[K_COMPLETION - K_PROMPT];
+        s->total_tokens = doc[K_TOTAL - K_PROMPT];
+        s->cached_tokens = doc[K_CACHED - K_PROMPT];
+        s->reasoning_tokens = doc[K_REASONING - K_PROMPT];
+    }
+
+    if (model && !s->has_model) {
+        memcpy(s->model, model, model_len);
+        s->has_model = 1;
+        s->model_len = model_len;
+        s->model_overflow = 0;
+    }
+
+    s->event_usage_only = (usage && choices == C_EMPTY);
+    s->event_ended = 1;
+
+    return (size_t) (q + 2 - p);
+}
+
+
+/* what a member name on the usage path is, as qwen_usage_name_end() says */
+
+static unsigned
+qwen_usage_fast_name(const unsigned char *name, size_t n, uint32_t depth,
+    unsigned parent)
+{
+    switch (depth) {
+
+    case 1:
+        if (n == 5 && memcmp(name, "model", 5) == 0) {
+            return K_MODEL;
+        }
+
+        if (n == 5 && memcmp(name, "usage", 5) == 0) {
+            return K_USAGE;
+        }
+
+        if (n == 7 && memcmp(name, "choices", 7) == 0) {
+            return K_CHOICES;
+        }
+
+        return K_NONE;
+
+    case 2:
+        if (n == 13 && memcmp(name, "prompt_tokens", 13) == 0) {
+            return K_PROMPT;
+        }
+
+        if (n == 17 && memcmp(name, "completion_tokens", 17) == 0) {
+            return K_COMPLETION;
+        }
+
+        if (n == 12 && memcmp(name, "total_tokens", 12) == 0) {
+            return K_TOTAL;
+        }
+
+        if (n == 21 && memcmp(name, "prompt_tokens_details", 21) == 0) {
+            return K_PDETAILS;
+        }
+
+        if (n == 25 && memcmp(name, "completion_tokens_details", 25) == 0) {
+            return K_CDETAILS;
+        }
+
+        return K_NONE;
+
+    default: /* 3 */
+        if (parent == K_PDETAILS) {
+            return (n == 13 && memcmp(name, "cached_tokens", 13) == 0)
+                   ? K_CACHED : K_NONE;
+        }
+
+        return (n == 16 && memcmp(name, "reasoning_tokens", 16) == 0)
+               ? K_REASONING : K_NONE;
+    }
 }

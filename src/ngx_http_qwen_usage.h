@@ -7,7 +7,9 @@
  * completion or embeddings response) or from a server-sent event stream
  * of chat.completion.chunk objects.  It is fed the body in any number of
  * pieces, split anywhere, and the results do not depend on the split.
- * Memory is this structure only: nothing is allocated or kept per byte.
+ * Memory is this structure only: nothing is allocated or kept per byte
+ * (a stream's event cut by the end of a piece is kept in it, up to
+ * QWEN_USAGE_CARRY_MAX bytes, to be read whole).
  *
  * This file is plain C with no nginx dependency so that the unit tests in
  * t/unit/ and the fuzzers can link it alone.
@@ -47,6 +49,7 @@
 #define QWEN_USAGE_KEY_MAX       32
 #define QWEN_USAGE_MAX_DEPTH     64
 #define QWEN_USAGE_MAX_COUNT     ((uint64_t) 1 << 53)
+#define QWEN_USAGE_CARRY_MAX     1024
 
 
 /* bits of usage_fields: the counts the last usage object carried */
@@ -117,6 +120,10 @@ typedef struct {
     const char         *literal;
     unsigned char       key_class[4];
     unsigned char       key[QWEN_USAGE_KEY_MAX];
+
+    /* the start of an event cut by the end of a piece (see the .c file) */
+    size_t              carry_len;
+    unsigned char       carry[QWEN_USAGE_CARRY_MAX];
 } qwen_usage_scan_t;
 
 

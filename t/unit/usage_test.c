@@ -1475,6 +1475,98 @@ check_built(void)
 
 
 /*
+ * The stream's fast paths (a whole event read in place, an event cut by
+ * a piece's end kept in the carry) must read every JSON case as the
+ * byte-wise scanner does: each one-line case is made an event, between a
+ * chunk that gives the model and [DONE], and scanned every way (whole,
+ * the fast path; one byte at a time, the byte-wise scanner).  Then events
+ * around the carry's size.
+ */
+
+static void
+check_fast(void)
+{
+    int            bad;
+    char          *b, *p, name[128];
+    size_t         i, j, len, n;
+    result_t       r;
+    const char    *in;
+
+    static const char  *forms[] = { "data: %s\n\n", "data:%s\n\n",
+                                    "data: %s \t\n\n" };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        in = cases[i].in;
+        len = cases[i].len ? cases[i].len : strlen(in);
+
+        if (cases[i].sse || memchr(in, '\n', len) || memchr(in, '\r', len)
+            || memchr(in, '\0', len))
+        {
+            continue;
+        }
+
+        b = malloc(len + 256);
+        if (b == NULL) {
+            ok(0, cases[i].name, "out of memory");
+            return;
+        }
+
+        for (j = 0; j < sizeof(forms) / sizeof(forms[0]); j++) {
+            p = b;
+            p += sprintf(p, "%s", j == 1 ? "" : "data: {\"model\":\"m\"}\n\n");
+            p += sprintf(p, forms[j], in);
+            p += sprintf(p, "%s", DONE);
+
+            bad = (int) split_every_way((unsigned char *) b, (size_t) (p - b),
+                                        1, 1, 4, 0, &r);
+
+            snprintf(name, sizeof(name), "%s, as an event (%zu)",
+                     cases[i].name, j);
+            ok(!bad && r.bad == NULL, name,
+               "the fast path reads it as the byte-wise scanner");
+        }
+
+        free(b);
+    }
+
+    /* events just under, at and over the carry's size, cut everywhere */
+
+    for (n = QWEN_USAGE_CARRY_MAX - 100; n < QWEN_USAGE_CARRY_MAX + 60;
+         n += 7)
+    {
+        b = malloc(4 * n + 512);
+        if (b == NULL) {
+            ok(0, "carry", "out of memory");
+            return;
+        }
+
+        p = b;
+        p += sprintf(p, "data: {\"model\":\"m\",\"choices\":[{\"delta\":"
+                        "{\"content\":\"");
+        memset(p, 'x', n);
+        p += n;
+        p += sprintf(p, "\"}}],\"usage\":null}\n\ndata: {\"choices\":[],"
+                        "\"note\":\"");
+        memset(p, 'y', n / 2);
+        p += n / 2;
+        p += sprintf(p, "\",\"usage\":{\"prompt_tokens\":%zu}}\n\n", n);
+        p += sprintf(p, "%s", DONE);
+
+        bad = (int) split_every_way((unsigned char *) b, (size_t) (p - b), 1,
+                                    1, 4, 0, &r);
+
+        snprintf(name, sizeof(name), "events of %zu bytes around the carry",
+                 n);
+        ok(!bad && r.bad == NULL && r.has_usage && r.prompt == n
+           && r.events == 3 && strcmp(r.evs, ".UD") == 0, name,
+           "the same however cut");
+
+        free(b);
+    }
+}
+
+
+/*
  * maybe_usage_only() lets an event through early when it cannot be
  * usage_only, and never for the usage chunk.
  */
@@ -1628,6 +1720,7 @@ main(void)
     }
 
     check_built();
+    check_fast();
     check_maybe();
     check_api();
 

@@ -263,7 +263,9 @@ qwen_usage_carry(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
     s->carry_len = 0;
     s->block = 0;
 
-    if (qwen_usage_fast(s, s->carry, m) != m) {
+    if (qwen_usage_scan_skim(s, s->carry, m) != m
+        && qwen_usage_fast(s, s->carry, m) != m)
+    {
         /* the event ends with the carry: this reads it to its end */
         (void) qwen_usage_sse(s, s->carry, m);
     }
@@ -1368,16 +1370,26 @@ qwen_usage_skim_null(const unsigned char *u, const unsigned char *last)
 #if (defined __SSE2__)
 
 /*
- * One pass, 16 bytes at a time, for the four bytes that matter: '\n',
+ * One pass, 64 bytes a branch, for the four bytes that matter: '\n',
  * '\r', '\\' and 'g'; a chunk has only a few of them.
  */
+
+#define qwen_usage_skim_mask16(p)                                           \
+    ((uint64_t) (unsigned) _mm_movemask_epi8(                               \
+        _mm_or_si128(                                                       \
+            _mm_or_si128(                                                   \
+                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), lf), \
+                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), cr)),\
+            _mm_or_si128(                                                   \
+                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), bs), \
+                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), g)))))
 
 static const unsigned char *
 qwen_usage_skim_end(const unsigned char *q, const unsigned char *last)
 {
-    unsigned              mask;
+    uint64_t              mask;
     const unsigned char  *b, *u, *escaped;
-    __m128i               v, lf, cr, bs, g;
+    __m128i               lf, cr, bs, g;
 
     lf = _mm_set1_epi8('\n');
     cr = _mm_set1_epi8('\r');
@@ -1387,29 +1399,30 @@ qwen_usage_skim_end(const unsigned char *q, const unsigned char *last)
     /* the byte after a backslash is escaped: not a backslash of its own */
     escaped = NULL;
 
-    for (b = q; b < last; b += 16) {
+    for (b = q; b < last; b += 64) {
 
-        if (last - b >= 16) {
-            v = _mm_loadu_si128((const __m128i *) b);
-            mask = (unsigned) _mm_movemask_epi8(
-                       _mm_or_si128(
-                           _mm_or_si128(_mm_cmpeq_epi8(v, lf),
-                                        _mm_cmpeq_epi8(v, cr)),
-                           _mm_or_si128(_mm_cmpeq_epi8(v, bs),
-                                        _mm_cmpeq_epi8(v, g))));
+        if (last - b >= 64) {
+            mask = qwen_usage_skim_mask16(b)
+                   | qwen_usage_skim_mask16(b + 16) << 16
+                   | qwen_usage_skim_mask16(b + 32) << 32
+                   | qwen_usage_skim_mask16(b + 48) << 48;
 
         } else {
             mask = 0;
 
-            for (u = b; u < last; u++) {
+            for (u = b; last - u >= 16; u += 16) {
+                mask |= qwen_usage_skim_mask16(u) << (u - b);
+            }
+
+            for ( /* void */ ; u < last; u++) {
                 if (*u == '\n' || *u == '\r' || *u == '\\' || *u == 'g') {
-                    mask |= 1u << (u - b);
+                    mask |= (uint64_t) 1 << (u - b);
                 }
             }
         }
 
         while (mask) {
-            u = b + __builtin_ctz(mask);
+            u = b + __builtin_ctzll(mask);
             mask &= mask - 1;
 
             switch (*u) {

@@ -27,6 +27,9 @@
 /* an event longer than this is passed on without waiting for its end */
 #define NGX_HTTP_QWEN_HOLD_MAX  (64 * 1024)
 
+/* the first room of a hold */
+#define NGX_HTTP_QWEN_HOLD_MIN  512
+
 
 static ngx_int_t ngx_http_qwen_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_qwen_body_filter(ngx_http_request_t *r,
@@ -588,7 +591,8 @@ ngx_http_qwen_hold_emit(ngx_http_qwen_ctx_t *ctx, ngx_chain_t ***ll)
 
 /*
  * A hold of at least "size" bytes: the one in use grown, or a sent one
- * reused.  Events are a few hundred bytes; the room grows from 4k.
+ * reused.  Events are a few hundred bytes: the room starts at 512 (from
+ * the request's pool, not malloc()) and doubles.
  */
 
 static ngx_int_t
@@ -635,7 +639,7 @@ ngx_http_qwen_hold_grow(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         ctx->hold_cap = 0;
     }
 
-    cap = ngx_max(ctx->hold_cap * 2, 4096);
+    cap = ngx_max(ctx->hold_cap * 2, NGX_HTTP_QWEN_HOLD_MIN);
 
     while (cap < size) {
         cap *= 2;

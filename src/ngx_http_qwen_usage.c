@@ -129,6 +129,26 @@ enum {
      && (p)[4] == ':')
 
 
+/* n bytes at a and at b are the same (short ones: no call) */
+
+static inline int
+qwen_usage_eq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    while (n--) {
+        if (*a++ != *b++) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+#define qwen_usage_is(name, n, lit)                                         \
+    ((n) == sizeof(lit) - 1                                                 \
+     && qwen_usage_eq(name, (const unsigned char *) lit, n))
+
+
 static size_t qwen_usage_carry(qwen_usage_scan_t *s, const unsigned char *p,
     size_t len);
 static size_t qwen_usage_sse(qwen_usage_scan_t *s, const unsigned char *p,
@@ -197,22 +217,27 @@ qwen_usage_scan(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
     }
 
     if (s->line == L_START && !s->block) {
-        n = qwen_usage_fast(s, p, len);
 
-        if (n != 0 && n != QWEN_USAGE_SHORT) {
-            return n;
-        }
-
-        if (n == QWEN_USAGE_SHORT && len <= QWEN_USAGE_CARRY_MAX
+        if (len <= QWEN_USAGE_CARRY_MAX && len >= 5 && qwen_usage_data_field(p)
             && memchr(p, '\n', len) == NULL && memchr(p, '\r', len) == NULL)
         {
-            /* the event goes on in the next piece: its start is kept */
+            /*
+             * The event goes on in the next piece: its start is kept, to
+             * be read with the rest (no line ends in it, so nothing ends
+             * before the rest comes).
+             */
 
             memcpy(s->carry, p, len);
             s->carry_len = len;
             s->block = 1;
 
             return len;
+        }
+
+        n = qwen_usage_fast(s, p, len);
+
+        if (n != 0 && n != QWEN_USAGE_SHORT) {
+            return n;
         }
     }
 
@@ -1374,12 +1399,14 @@ qwen_usage_skim_null(const unsigned char *u, const unsigned char *last)
  * '\r', '\\' and 'g'; a chunk has only a few of them.
  */
 
+/* '\n' and '\r' are found with the bytes 0x08 to 0x0f, as (b | 7) == 0x0f */
+
 #define qwen_usage_skim_mask16(p)                                           \
     ((uint64_t) (unsigned) _mm_movemask_epi8(                               \
         _mm_or_si128(                                                       \
-            _mm_or_si128(                                                   \
-                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), lf), \
-                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), cr)),\
+            _mm_cmpeq_epi8(                                                 \
+                _mm_or_si128(_mm_loadu_si128((const __m128i *) (p)), low),  \
+                ctl),                                                       \
             _mm_or_si128(                                                   \
                 _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), bs), \
                 _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), g)))))
@@ -1389,10 +1416,10 @@ qwen_usage_skim_end(const unsigned char *q, const unsigned char *last)
 {
     uint64_t              mask;
     const unsigned char  *b, *u, *escaped;
-    __m128i               lf, cr, bs, g;
+    __m128i               low, ctl, bs, g;
 
-    lf = _mm_set1_epi8('\n');
-    cr = _mm_set1_epi8('\r');
+    low = _mm_set1_epi8(0x07);
+    ctl = _mm_set1_epi8(0x0f);
     bs = _mm_set1_epi8('\\');
     g = _mm_set1_epi8('g');
 
@@ -1453,11 +1480,14 @@ qwen_usage_skim_end(const unsigned char *q, const unsigned char *last)
                 escaped = u + 1;
                 break;
 
-            default: /* 'g' */
+            case 'g':
                 if (qwen_usage_skim_usage(u, q, last)) {
                     return NULL;
                 }
 
+                break;
+
+            default: /* a tab, or another byte from 0x08 to 0x0f */
                 break;
             }
         }
@@ -1666,10 +1696,11 @@ qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
         n = (size_t) (last - q);
 
         if (n < 6) {
-            return memcmp(q, "[DONE]", n) == 0 ? QWEN_USAGE_SHORT : 0;
+            return qwen_usage_eq(q, (const unsigned char *) "[DONE]", n)
+                   ? QWEN_USAGE_SHORT : 0;
         }
 
-        if (memcmp(q, "[DONE]", 6) != 0) {
+        if (!qwen_usage_eq(q, (const unsigned char *) "[DONE]", 6)) {
             return 0;
         }
 
@@ -1864,7 +1895,7 @@ value:
             return QWEN_USAGE_SHORT;
         }
 
-        if (memcmp(q, lit, n) != 0) {
+        if (!qwen_usage_eq(q, lit, n)) {
             return 0;
         }
 
@@ -2133,6 +2164,7 @@ end:
 
 /* what a member name on the usage path is, as qwen_usage_name_end() says */
 
+
 static unsigned
 qwen_usage_fast_name(const unsigned char *name, size_t n, uint32_t depth,
     unsigned parent)
@@ -2140,38 +2172,38 @@ qwen_usage_fast_name(const unsigned char *name, size_t n, uint32_t depth,
     switch (depth) {
 
     case 1:
-        if (n == 5 && memcmp(name, "model", 5) == 0) {
+        if (qwen_usage_is(name, n, "model")) {
             return K_MODEL;
         }
 
-        if (n == 5 && memcmp(name, "usage", 5) == 0) {
+        if (qwen_usage_is(name, n, "usage")) {
             return K_USAGE;
         }
 
-        if (n == 7 && memcmp(name, "choices", 7) == 0) {
+        if (qwen_usage_is(name, n, "choices")) {
             return K_CHOICES;
         }
 
         return K_NONE;
 
     case 2:
-        if (n == 13 && memcmp(name, "prompt_tokens", 13) == 0) {
+        if (qwen_usage_is(name, n, "prompt_tokens")) {
             return K_PROMPT;
         }
 
-        if (n == 17 && memcmp(name, "completion_tokens", 17) == 0) {
+        if (qwen_usage_is(name, n, "completion_tokens")) {
             return K_COMPLETION;
         }
 
-        if (n == 12 && memcmp(name, "total_tokens", 12) == 0) {
+        if (qwen_usage_is(name, n, "total_tokens")) {
             return K_TOTAL;
         }
 
-        if (n == 21 && memcmp(name, "prompt_tokens_details", 21) == 0) {
+        if (qwen_usage_is(name, n, "prompt_tokens_details")) {
             return K_PDETAILS;
         }
 
-        if (n == 25 && memcmp(name, "completion_tokens_details", 25) == 0) {
+        if (qwen_usage_is(name, n, "completion_tokens_details")) {
             return K_CDETAILS;
         }
 
@@ -2179,11 +2211,11 @@ qwen_usage_fast_name(const unsigned char *name, size_t n, uint32_t depth,
 
     default: /* 3 */
         if (parent == K_PDETAILS) {
-            return (n == 13 && memcmp(name, "cached_tokens", 13) == 0)
+            return (qwen_usage_is(name, n, "cached_tokens"))
                    ? K_CACHED : K_NONE;
         }
 
-        return (n == 16 && memcmp(name, "reasoning_tokens", 16) == 0)
+        return (qwen_usage_is(name, n, "reasoning_tokens"))
                ? K_REASONING : K_NONE;
     }
 }

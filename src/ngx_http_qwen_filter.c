@@ -330,7 +330,9 @@ ngx_http_qwen_strip_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
     while (p < last) {
 
-        if (!ctx->hold_pass) {
+        /* (the skim stopped at ctx->skimmed: no need to try it again) */
+
+        if (!ctx->hold_pass && p != ctx->skimmed) {
             n = qwen_usage_scan_skim(us, p, last - p);
 
             if (n) {

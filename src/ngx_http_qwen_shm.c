@@ -235,6 +235,36 @@ ngx_http_qwen_entry_cmp(ngx_http_qwen_entry_t *e,
 
 
 /*
+ * The tree's key of an entry: a multiplicative hash (ngx_hash()), with no
+ * table to bring into the cache for every request as CRC32 has; entries
+ * of equal hashes are told apart by ngx_http_qwen_entry_cmp().  It is the
+ * same in every worker and across reloads of one binary, which is all the
+ * zone needs.
+ */
+
+static uint32_t
+ngx_http_qwen_key_hash(ngx_http_qwen_metric_key_t *k)
+{
+    size_t      i;
+    ngx_uint_t  key;
+
+    key = k->status;
+
+    for (i = 0; i < k->model.len; i++) {
+        key = ngx_hash(key, k->model.data[i]);
+    }
+
+    key = ngx_hash(key, '\0');
+
+    for (i = 0; i < k->provider.len; i++) {
+        key = ngx_hash(key, k->provider.data[i]);
+    }
+
+    return (uint32_t) ((uint64_t) key ^ ((uint64_t) key >> 32));
+}
+
+
+/*
  * Adds a request's figures; returns 1 when it is the first unpriced request
  * of its entry, so that the caller says so in the log once.
  */
@@ -249,12 +279,7 @@ ngx_http_qwen_metrics_commit(ngx_http_qwen_zone_t *zone,
     ngx_http_qwen_entry_t     *e;
     ngx_http_qwen_counters_t  *c;
 
-    ngx_crc32_init(hash);
-    ngx_crc32_update(&hash, k->model.data, k->model.len);
-    ngx_crc32_update(&hash, (u_char *) "", 1);
-    ngx_crc32_update(&hash, k->provider.data, k->provider.len);
-    ngx_crc32_update(&hash, &k->status, 1);
-    ngx_crc32_final(hash);
+    hash = ngx_http_qwen_key_hash(k);
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 

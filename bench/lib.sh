@@ -6,7 +6,7 @@ repo=$(pwd)
 work=$repo/build/bench
 dur=${BENCH_DURATION:-10s}
 nginx=${QWEN_NGINX:-/usr/sbin/nginx}
-so=$repo/build/ngx_http_qwen_module.so
+so=${QWEN_MODULE:-$repo/build/ngx_http_qwen_module.so}
 ncpu=$(nproc)
 gw_cpu=$(( ncpu > 1 ? 1 : 0 ))
 # how the mock frames a stream: "chunked" as DashScope does (an event

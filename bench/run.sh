@@ -24,7 +24,8 @@ cd "$(dirname "$0")/.."
 
 hz=$(getconf CLK_TCK)
 
-# run PORT BODY CONNECTIONS [HEADER]: prints "rps p50 p99 requests ticks"
+# run PORT BODY CONNECTIONS [HEADER]: one wrk run of $dur, prints
+# "rps p50 p99 requests ticks" (latencies in microseconds)
 run() {
     local port=$1 body=$2 conns=$3 header=${4:-}
     local before after out
@@ -39,14 +40,26 @@ run() {
         exit 1
     fi
     echo "$out" | awk -v ticks=$((after - before)) '
+        function us(t) {
+            if (t ~ /us$/) return t + 0
+            if (t ~ /ms$/) return t * 1000
+            if (t ~ /s$/) return t * 1000000
+            return t + 0
+        }
         /Requests\/sec/ { rps = $2 }
-        /^ +50%/ { p50 = $2 }
-        /^ +99%/ { p99 = $2 }
+        /^ +50%/ { p50 = us($2) }
+        /^ +99%/ { p99 = us($2) }
         / requests in / { n = $1 }
         END { print rps, p50, p99, n, ticks }'
 }
 
-printf '\n%s\n' "nginx $($nginx -v 2>&1 | sed 's/.*\///'), $(nproc) cores, $(date -u +%Y-%m-%d), $dur per run; gateway worker on CPU $gw_cpu"
+# the duration of one slice: plain and module take turns, $slices times
+# each, so that a slower moment of the machine falls on both
+slices=${BENCH_SLICES:-5}
+total=${dur%s}
+slice=$(awk -v t="$total" -v n="$slices" 'BEGIN { s = t / n; if (s < 1) s = 1; printf "%ds", s }')
+
+printf '\n%s\n' "nginx $($nginx -v 2>&1 | sed 's/.*\///'), $(nproc) cores, $(date -u +%Y-%m-%d), $dur per server per row in $slices slices; gateway worker on CPU $gw_cpu"
 printf '%-20s | %-22s | %-22s | %-19s | %s\n' scenario "requests/s plain/module" "p50 plain/module" "p99 plain/module" "CPU/request plain, module, ratio"
 
 # BENCH_ONLY=regex runs only the rows (and "paced") whose name matches it
@@ -56,18 +69,43 @@ only() {
 
 row() {
     local name=$1 body=$2 conns=$3 header=${4:-}
+    local i out
     only "$name" || return 0
-    # a short warm-up of both, then the measured runs
+    # a short warm-up of both, then the measured slices, alternately
     dur=2s run 19911 "$body" "$conns" "$header" >/dev/null
     dur=2s run 19912 "$body" "$conns" "$header" >/dev/null
-    read -r prps pp50 pp99 pn pt < <(run 19911 "$body" "$conns" "$header")
-    read -r mrps mp50 mp99 mn mt < <(run 19912 "$body" "$conns" "$header")
-    awk -v name="$name" -v prps="$prps" -v mrps="$mrps" -v pp50="$pp50" \
-        -v mp50="$mp50" -v pp99="$pp99" -v mp99="$mp99" -v pn="$pn" \
-        -v mn="$mn" -v pt="$pt" -v mt="$mt" -v hz="$hz" 'BEGIN {
-        pc = pt / hz / pn * 1e6; mc = mt / hz / mn * 1e6;
-        printf "%-20s | %9s / %-10s | %9s / %-10s | %8s / %-8s | %7.1f us, %7.1f us, %.2f\n",
-               name, prps, mrps, pp50, mp50, pp99, mp99, pc, mc, mc / pc }'
+    out=
+    for i in $(seq "$slices"); do
+        out+="p $(dur=$slice run 19911 "$body" "$conns" "$header")"$'\n'
+        out+="m $(dur=$slice run 19912 "$body" "$conns" "$header")"$'\n'
+    done
+    echo "$out" | awk -v name="$name" -v hz="$hz" '
+        function median(a, n,    i, j, t) {
+            for (i = 2; i <= n; i++)
+                for (j = i; j > 1 && a[j - 1] > a[j]; j--) {
+                    t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+                }
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function lat(u) {
+            if (u >= 1000) return sprintf("%.2fms", u / 1000)
+            return sprintf("%.0fus", u)
+        }
+        NF == 6 {
+            k = $1; c[k]++
+            secs[k] += $5 / $2; n[k] += $5; ticks[k] += $6
+            if (k == "p") { p50p[c[k]] = $3; p99p[c[k]] = $4 }
+            else { p50m[c[k]] = $3; p99m[c[k]] = $4 }
+        }
+        END {
+            pc = ticks["p"] / hz / n["p"] * 1e6
+            mc = ticks["m"] / hz / n["m"] * 1e6
+            printf "%-20s | %9.0f / %-10.0f | %9s / %-10s | %8s / %-8s | %7.1f us, %7.1f us, %.2f\n",
+                   name, n["p"] / secs["p"], n["m"] / secs["m"],
+                   lat(median(p50p, c["p"])), lat(median(p50m, c["m"])),
+                   lat(median(p99p, c["p"])), lat(median(p99m, c["m"])),
+                   pc, mc, mc / pc
+        }'
 }
 
 # stream DATA PORT: the events the client gets, "events usage-chunks [DONE]s"

@@ -30,6 +30,9 @@
 /* the first room of a hold */
 #define NGX_HTTP_QWEN_HOLD_MIN  512
 
+/* output buffers allocated at once */
+#define NGX_HTTP_QWEN_OUT_BUFS  4
+
 
 static ngx_int_t ngx_http_qwen_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_qwen_body_filter(ngx_http_request_t *r,
@@ -486,12 +489,30 @@ ngx_http_qwen_out_buf(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_chain_t ***ll, ngx_buf_t **buf)
 {
     ngx_buf_t    *b;
+    ngx_uint_t    i;
     ngx_chain_t  *cl;
 
-    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-    if (cl == NULL) {
-        return NGX_ERROR;
+    if (ctx->free == NULL) {
+        /* a few at once: one allocation instead of two for each */
+
+        cl = ngx_palloc(r->pool, NGX_HTTP_QWEN_OUT_BUFS
+                                 * (sizeof(ngx_chain_t) + sizeof(ngx_buf_t)));
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = (ngx_buf_t *) (cl + NGX_HTTP_QWEN_OUT_BUFS);
+
+        for (i = 0; i < NGX_HTTP_QWEN_OUT_BUFS; i++) {
+            cl[i].buf = &b[i];
+            cl[i].next = ctx->free;
+            ctx->free = &cl[i];
+        }
     }
+
+    cl = ctx->free;
+    ctx->free = cl->next;
+    cl->next = NULL;
 
     b = cl->buf;
     ngx_memzero(b, sizeof(ngx_buf_t));
@@ -621,24 +642,35 @@ ngx_http_qwen_hold_grow(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     }
 
     if (ctx->hold_cl == NULL) {
-        cl = ngx_alloc_chain_link(r->pool);
+        /* a new hold: its link, its buffer and its first room at once */
+
+        cl = ngx_palloc(r->pool, sizeof(ngx_chain_t) + sizeof(ngx_buf_t)
+                                 + NGX_HTTP_QWEN_HOLD_MIN);
         if (cl == NULL) {
             return NGX_ERROR;
         }
 
-        b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
+        b = (ngx_buf_t *) (cl + 1);
+        ngx_memzero(b, sizeof(ngx_buf_t));
+
+        hold = (u_char *) (b + 1);
 
         b->tag = (ngx_buf_tag_t) &ngx_http_qwen_module;
         b->temporary = 1;
+        b->start = hold;
+        b->pos = hold;
+        b->last = hold;
+        b->end = hold + NGX_HTTP_QWEN_HOLD_MIN;
 
         cl->buf = b;
         cl->next = NULL;
         ctx->hold_cl = cl;
-        ctx->hold = NULL;
-        ctx->hold_cap = 0;
+        ctx->hold = hold;
+        ctx->hold_cap = NGX_HTTP_QWEN_HOLD_MIN;
+
+        if (size <= NGX_HTTP_QWEN_HOLD_MIN) {
+            return NGX_OK;
+        }
     }
 
     cap = ngx_max(ctx->hold_cap * 2, NGX_HTTP_QWEN_HOLD_MIN);

@@ -49,6 +49,8 @@ static void qwen_json_value_end(qwen_json_scan_t *s, int64_t end);
 static void qwen_json_string_end(qwen_json_scan_t *s, int64_t end);
 static void qwen_json_name_end(qwen_json_scan_t *s);
 static void qwen_json_capture_byte(qwen_json_scan_t *s, unsigned char c);
+static void qwen_json_capture_run(qwen_json_scan_t *s,
+    const unsigned char *b, size_t n);
 static void qwen_json_capture_cp(qwen_json_scan_t *s, uint32_t cp);
 static void qwen_json_capture_bytes(qwen_json_scan_t *s,
     const unsigned char *u, size_t n);
@@ -91,10 +93,8 @@ qwen_json_scan(qwen_json_scan_t *s, const unsigned char *p, size_t len)
 
             s->offset += p - run;
 
-            if (s->capture) {
-                while (run < p) {
-                    qwen_json_capture_byte(s, *run++);
-                }
+            if (s->capture && run != p) {
+                qwen_json_capture_run(s, run, p - run);
             }
 
             if (p == last) {
@@ -551,6 +551,31 @@ qwen_json_capture_byte(qwen_json_scan_t *s, unsigned char c)
     }
 
     qwen_json_capture_bytes(s, &c, 1);
+}
+
+
+/* plain string bytes: what qwen_json_capture_byte() does with each */
+
+static void
+qwen_json_capture_run(qwen_json_scan_t *s, const unsigned char *b, size_t n)
+{
+    size_t         room;
+    unsigned char  u[QWEN_JSON_UNICODE_MAX];
+
+    if (s->high) {
+        qwen_json_capture_bytes(s, u, qwen_json_unpaired(&s->high, u));
+    }
+
+    room = (s->clen < s->ccap) ? s->ccap - s->clen : 0;
+
+    if (n > room) {
+        /* the bytes that fit, as one at a time would have put them */
+        n = room;
+        s->capture_overflow = 1;
+    }
+
+    memcpy(s->cbuf + s->clen, b, n);
+    s->clen += n;
 }
 
 

@@ -16,6 +16,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if (defined __SSE2__)
+#include <emmintrin.h>
+#endif
+
 
 /* the most bytes qwen_json_unicode() writes */
 #define QWEN_JSON_UNICODE_MAX  7
@@ -150,9 +154,75 @@ qwen_json_unpaired(uint32_t *high, unsigned char *u)
 
 /*
  * The end of a run of plain string bytes at p: the first '"', '\\' or
- * control byte, or last.  Eight bytes at a time while none of them can end
- * it: long prompts and base64 images are megabytes of plain string bytes.
+ * control byte, or last.  Long prompts and base64 images are megabytes of
+ * plain string bytes: with SSE2 (every x86-64), 16 bytes a compare and 64
+ * a branch in long runs; elsewhere eight bytes at a time, 32 a branch.
  */
+
+#if (defined __SSE2__)
+
+#define qwen_json_stops16(p, quote, bs, ctl)                                \
+    _mm_or_si128(                                                           \
+        _mm_or_si128(                                                       \
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), quote),  \
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (p)), bs)),    \
+        /* a byte up to 0x1f */                                             \
+        _mm_cmpeq_epi8(                                                     \
+            _mm_max_epu8(_mm_loadu_si128((const __m128i *) (p)), ctl), ctl))
+
+
+static inline const unsigned char *
+qwen_json_string_run(const unsigned char *p, const unsigned char *last)
+{
+    unsigned  m;
+    __m128i   quote, bs, ctl;
+
+    quote = _mm_set1_epi8('"');
+    bs = _mm_set1_epi8('\\');
+    ctl = _mm_set1_epi8(0x1f);
+
+    /* most strings are short: their end is in the first 16 bytes */
+
+    if (last - p >= 16) {
+        m = (unsigned) _mm_movemask_epi8(qwen_json_stops16(p, quote, bs, ctl));
+
+        if (m) {
+            return p + __builtin_ctz(m);
+        }
+
+        p += 16;
+    }
+
+    while (last - p >= 64
+           && _mm_movemask_epi8(
+                  _mm_or_si128(
+                      _mm_or_si128(qwen_json_stops16(p, quote, bs, ctl),
+                                   qwen_json_stops16(p + 16, quote, bs, ctl)),
+                      _mm_or_si128(qwen_json_stops16(p + 32, quote, bs, ctl),
+                                   qwen_json_stops16(p + 48, quote, bs, ctl))))
+              == 0)
+    {
+        p += 64;
+    }
+
+    while (last - p >= 16) {
+        m = (unsigned) _mm_movemask_epi8(qwen_json_stops16(p, quote, bs, ctl));
+
+        if (m) {
+            return p + __builtin_ctz(m);
+        }
+
+        p += 16;
+    }
+
+    while (p < last && *p != '"' && *p != '\\' && *p >= 0x20) {
+        p++;
+    }
+
+    return p;
+}
+
+#else
 
 static inline uint64_t
 qwen_json_stops8(const unsigned char *p)
@@ -195,6 +265,8 @@ qwen_json_string_run(const unsigned char *p, const unsigned char *last)
 
     return p;
 }
+
+#endif
 
 
 #endif /* _NGX_HTTP_QWEN_JSON_TEXT_H_INCLUDED_ */

@@ -1595,54 +1595,6 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
 
 
 /*
- * The end of a run of plain string bytes, as qwen_json_string_run() finds
- * it, for the short strings of a chunk: 16 bytes at a time with SSE2.
- */
-
-#if (defined __SSE2__)
-
-static const unsigned char *
-qwen_usage_fast_string(const unsigned char *p, const unsigned char *last)
-{
-    unsigned  mask;
-    __m128i   v, quote, bs, ctl;
-
-    quote = _mm_set1_epi8('"');
-    bs = _mm_set1_epi8('\\');
-    ctl = _mm_set1_epi8(0x1f);
-
-    while (last - p >= 16) {
-        v = _mm_loadu_si128((const __m128i *) p);
-
-        /* '"', '\\', or a byte up to 0x1f */
-        mask = (unsigned) _mm_movemask_epi8(
-                   _mm_or_si128(
-                       _mm_or_si128(_mm_cmpeq_epi8(v, quote),
-                                    _mm_cmpeq_epi8(v, bs)),
-                       _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl)));
-
-        if (mask) {
-            return p + __builtin_ctz(mask);
-        }
-
-        p += 16;
-    }
-
-    while (p < last && *p != '"' && *p != '\\' && *p >= 0x20) {
-        p++;
-    }
-
-    return p;
-}
-
-#else
-
-#define qwen_usage_fast_string  qwen_json_string_run
-
-#endif
-
-
-/*
  * The fast path of qwen_usage_scan(), at the start of an event: an event
  * whole in p..p+len, made of one data line that holds "[DONE]" or a JSON
  * object, then the blank line, with no '\r' (the common shape of a
@@ -1820,7 +1772,7 @@ value:
         esc = 0;
 
         for ( ;; ) {
-            q = qwen_usage_fast_string(q, last);
+            q = qwen_json_string_run(q, last);
 
             if (q == last) {
                 return QWEN_USAGE_SHORT;
@@ -2049,7 +2001,7 @@ name:
     esc = 0;
 
     for ( ;; ) {
-        q = qwen_usage_fast_string(q, last);
+        q = qwen_json_string_run(q, last);
 
         if (q == last) {
             return QWEN_USAGE_SHORT;

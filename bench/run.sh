@@ -5,6 +5,7 @@
 #
 #   make bench                       (BENCH_DURATION=10s by default)
 #   BENCH_ONLY=stream bench/run.sh   only the rows whose name matches
+#   BENCH_SLICES=10                  plain and module alternate in slices
 #   BENCH_STREAM_FRAMING=length      the mock sends streams with a
 #                                    Content-Length instead of chunked
 #
@@ -54,8 +55,9 @@ run() {
 }
 
 # the duration of one slice: plain and module take turns, $slices times
-# each, so that a slower moment of the machine falls on both
-slices=${BENCH_SLICES:-5}
+# each (1 s slices for the default 10 s), so that a slower moment of the
+# machine falls on both
+slices=${BENCH_SLICES:-10}
 total=${dur%s}
 slice=$(awk -v t="$total" -v n="$slices" 'BEGIN { s = t / n; if (s < 1) s = 1; printf "%ds", s }')
 
@@ -76,8 +78,14 @@ row() {
     dur=2s run 19912 "$body" "$conns" "$header" >/dev/null
     out=
     for i in $(seq "$slices"); do
-        out+="p $(dur=$slice run 19911 "$body" "$conns" "$header")"$'\n'
-        out+="m $(dur=$slice run 19912 "$body" "$conns" "$header")"$'\n'
+        # plain first, then module first: a drift weighs on both alike
+        if [ $((i % 2)) = 1 ]; then
+            out+="p $(dur=$slice run 19911 "$body" "$conns" "$header")"$'\n'
+            out+="m $(dur=$slice run 19912 "$body" "$conns" "$header")"$'\n'
+        else
+            out+="m $(dur=$slice run 19912 "$body" "$conns" "$header")"$'\n'
+            out+="p $(dur=$slice run 19911 "$body" "$conns" "$header")"$'\n'
+        fi
     done
     echo "$out" | awk -v name="$name" -v hz="$hz" '
         function median(a, n,    i, j, t) {

@@ -14,7 +14,7 @@ gw_cpu=$(( ncpu > 1 ? 1 : 0 ))
 stream_framing=${BENCH_STREAM_FRAMING:-chunked}
 
 rm -rf "$work"
-mkdir -p "$work"/{mock,gw}/{conf,logs}
+mkdir -p "$work"/{mock,gw}/{conf,logs,tmp}
 python3 bench/gen.py "$work/data" >/dev/null
 
 # the mock: canned answers as static files; a POST to a static file is a
@@ -35,6 +35,8 @@ http {
     access_log off;
     client_max_body_size 0;
     keepalive_requests 1000000;
+    client_body_temp_path $work/mock/tmp/body;
+    proxy_temp_path $work/mock/tmp/proxy;
     init_by_lua_block {
         local function read(name)
             local f = assert(io.open("$work/data/" .. name, "rb"))
@@ -90,6 +92,9 @@ http {
     client_max_body_size 16m;
     client_body_buffer_size 1m;
     keepalive_requests 1000000;
+    # the bench's own temporary files, not the system's /var/lib/nginx
+    client_body_temp_path $work/gw/tmp/body;
+    proxy_temp_path $work/gw/tmp/proxy;
 
     upstream mock {
         server 127.0.0.1:19901;

@@ -154,7 +154,7 @@ static size_t qwen_usage_carry(qwen_usage_scan_t *s, const unsigned char *p,
 static size_t qwen_usage_sse(qwen_usage_scan_t *s, const unsigned char *p,
     size_t len);
 static size_t qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p,
-    size_t len);
+    size_t len, int json);
 static unsigned qwen_usage_fast_name(const unsigned char *name, size_t n,
     uint32_t depth, unsigned parent);
 static void qwen_usage_event_end(qwen_usage_scan_t *s);
@@ -204,6 +204,15 @@ qwen_usage_scan(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
     s->event_done = 0;
 
     if (!s->sse) {
+
+        /* a whole document in one piece, the usual small answer */
+
+        if (s->state == J_VALUE && s->depth == 0 && len
+            && qwen_usage_fast(s, p, len, 1) == len)
+        {
+            return len;
+        }
+
         qwen_usage_json(s, p, p + len);
         return len;
     }
@@ -234,7 +243,7 @@ qwen_usage_scan(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
             return len;
         }
 
-        n = qwen_usage_fast(s, p, len);
+        n = qwen_usage_fast(s, p, len, 0);
 
         if (n != 0 && n != QWEN_USAGE_SHORT) {
             return n;
@@ -289,7 +298,7 @@ qwen_usage_carry(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
     s->block = 0;
 
     if (qwen_usage_scan_skim(s, s->carry, m) != m
-        && qwen_usage_fast(s, s->carry, m) != m)
+        && qwen_usage_fast(s, s->carry, m, 0) != m)
     {
         /* the event ends with the carry: this reads it to its end */
         (void) qwen_usage_sse(s, s->carry, m);
@@ -1611,7 +1620,10 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
  */
 
 #define qwen_usage_fast_ws(q, last)                                         \
-    while (q < last && (*q == ' ' || *q == '\t')) {                         \
+    while (q < last                                                         \
+           && (*q == ' ' || *q == '\t'                                      \
+               || (json && (*q == '\n' || *q == '\r'))))                    \
+    {                                                                       \
         q++;                                                                \
     }                                                                       \
                                                                             \
@@ -1620,7 +1632,8 @@ qwen_usage_scan_skim(qwen_usage_scan_t *s, const unsigned char *p,
     }
 
 static size_t
-qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
+qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p, size_t len,
+    int json)
 {
     int                   esc;
     size_t                n, model_len;
@@ -1630,11 +1643,25 @@ qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
     unsigned char         cls[4];
     const unsigned char  *q, *last, *str, *model, *lit;
 
+    last = p + len;
+
+    if (json) {
+        /* a whole document: white space, then the root object */
+
+        q = p;
+        qwen_usage_fast_ws(q, last);
+
+        if (*q != '{') {
+            return 0;
+        }
+
+        goto object;
+    }
+
     if (len < 7 || !qwen_usage_data_field(p)) {
         return 0;
     }
 
-    last = p + len;
     q = p + 5;
 
     if (*q == ' ') {
@@ -1687,6 +1714,8 @@ qwen_usage_fast(qwen_usage_scan_t *s, const unsigned char *p, size_t len)
     if (*q != '{') {
         return 0;
     }
+
+object:
 
     d = 0;
     track = 0;
@@ -2069,6 +2098,39 @@ name:
     goto value;
 
 end:
+
+    if (json) {
+        /* nothing but white space may follow, to the end of the piece */
+
+        while (q < last
+               && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+        {
+            q++;
+        }
+
+        if (q != last) {
+            return 0;
+        }
+
+        /* the document's results, taken at qwen_usage_scan_finish() */
+
+        s->doc_usage = usage;
+        s->doc_fields = fields;
+        memcpy(s->doc, doc, sizeof(doc));
+
+        if (model && !s->has_model) {
+            memcpy(s->model, model, model_len);
+            s->doc_model = 1;
+            s->doc_mlen = model_len;
+            s->doc_mover = 0;
+        }
+
+        s->doc_choices = choices;
+        s->depth = 0;
+        s->state = J_END;
+
+        return len;
+    }
 
     /* after the object: white space, the line end, the blank line */
 

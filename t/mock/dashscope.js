@@ -18,7 +18,11 @@
 // Request headers understood (all optional):
 //   x-mock-echo: body|digest|request   answer with what was received (after auth)
 //   x-mock-fault: item[,item...]       status:NNN[-variant], slow:MS, cut:N
-//   x-mock-retry-after: S              Retry-After for status:429 (default 2)
+//   x-mock-retry-after: S|none|date:S  Retry-After for status:429 (default 2)
+//   x-mock-attempt: N                  attempt number (sent by the gateway)
+//   x-mock-plan: 1=f,f;2-3=f;*=f       x-mock-fault items per attempt number
+//   x-mock-scenario: ID                record the request; read the record with
+//                                      GET /__mock/scenario/ID (no auth)
 //   x-mock-usage: P,C[,K[,R]]          exact prompt/completion/cached/reasoning tokens
 //   x-mock-chunks: N                   reply is "w1 w2 ... wN"
 //   x-mock-reply: TEXT                 reply is TEXT (percent-decoded)
@@ -34,6 +38,10 @@ const crypto = require('crypto');
 const PREFIX = '/compatible-mode/v1';
 const MAX_BODY = 64 * 1024 * 1024;      // bodies above this get 413 (16 MB must work)
 const MAX_EMBED_BATCH = 10;
+const MAX_SCENARIOS = 1000;             // recorded scenarios kept (oldest dropped)
+const MAX_SCENARIO_REQUESTS = 64;       // requests recorded per scenario
+const SCENARIO_ID = /^[A-Za-z0-9._-]{1,64}$/;
+const BEARER = /^\s*Bearer\s+(\S+)\s*$/i;
 const DEFAULT_DIMENSIONS = 1024;
 const MODELS_CREATED = 1700000000;
 const MODELS = [
@@ -138,6 +146,61 @@ function parseFaults(h) {
   return f;
 }
 
+// x-mock-attempt: a non-negative integer, else null.
+function attemptNumber(v) {
+  if (v === undefined) return null;
+  const m = /^\s*(\d{1,9})\s*$/.exec(v);
+  return m ? Number(m[1]) : null;
+}
+
+// x-mock-plan: "KEY=items;KEY=items;..." with KEY N, A-B or *. Returns the
+// items (x-mock-fault syntax, possibly empty) of the first entry matching
+// attempt n, or undefined when no entry matches.
+function planEntry(plan, n) {
+  for (const part of String(plan).split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    const k = part.slice(0, eq).trim();
+    let hit = false;
+    if (k === '*') hit = true;
+    else {
+      const m = /^(\d+)(?:\s*-\s*(\d+))?$/.exec(k);
+      if (m) hit = m[2] === undefined ? n === Number(m[1]) : n >= Number(m[1]) && n <= Number(m[2]);
+    }
+    if (hit) return part.slice(eq + 1);
+  }
+  return undefined;
+}
+
+// The fault items that apply: the plan's entry for the attempt, else x-mock-fault.
+function faultSpec(req) {
+  const h = req.headers;
+  if (h['x-mock-plan'] !== undefined && h['x-mock-attempt'] !== undefined) {
+    const n = attemptNumber(h['x-mock-attempt']);
+    if (n !== null) {
+      const e = planEntry(h['x-mock-plan'], n);
+      if (e !== undefined) return e;
+    }
+  }
+  return h['x-mock-fault'];
+}
+
+// The credential: Authorization: Bearer KEY, else api-key: KEY, else
+// x-api-key: KEY (the first of these headers that carries a key).
+// Returns [header name, key] or null.
+function credential(h) {
+  const a = h.authorization;
+  if (a !== undefined) {
+    const m = BEARER.exec(a);
+    if (m) return ['authorization', m[1]];
+  }
+  let k = h['api-key'];
+  if (k !== undefined && (k = k.trim()) !== '') return ['api-key', k];
+  k = h['x-api-key'];
+  if (k !== undefined && (k = k.trim()) !== '') return ['x-api-key', k];
+  return null;
+}
+
 // Each word keeps its trailing whitespace (leading whitespace goes with the
 // first word), so pieces.join('') === text.
 function splitWords(text) {
@@ -219,12 +282,15 @@ const FAULTS = {
   '400': [400, 'Mock fault: invalid parameter.', 'invalid_request_error', 'invalid_parameter_error'],
   '400-arrearage': [400, 'Access denied, please make sure your account is in good standing.', 'Arrearage', 'Arrearage'],
   '400-inspection': [400, 'Input data may contain inappropriate content.', 'data_inspection_failed', 'data_inspection_failed'],
+  '400-datainspectionfailed': [400, 'Input data may contain inappropriate content.', 'data_inspection_failed', 'DataInspectionFailed'],
   '401': [401, 'Incorrect API key provided. ', 'invalid_request_error', 'invalid_api_key'],
+  '402': [402, 'Payment required: your account has an overdue payment.', 'invalid_request_error', 'payment_required'],
   '403': [403, 'Access denied.', 'invalid_request_error', 'AccessDenied'],
   '404': null, // model_not_found, built with the model name
   '429': [429, 'Requests rate limit exceeded, please try again later.', 'limit_requests', 'limit_requests'],
   '429-ratequota': [429, 'Requests rate limit exceeded, please try again later.', 'Throttling.RateQuota', 'Throttling.RateQuota'],
   '429-allocation': [429, 'Allocated quota exceeded, please increase your quota limit.', 'Throttling.AllocationQuota', 'Throttling.AllocationQuota'],
+  '429-throttling': [429, 'Requests throttling triggered.', 'Throttling', 'Throttling'],
   '429-quota': [429, 'Free allocated quota exceeded.', 'insufficient_quota', 'insufficient_quota'],
   '500': [500, 'An internal error has occured, please try your request again later.', 'internal_error', 'InternalError'],
   '502': [502, 'Bad gateway.', 'internal_error', 'BadGateway'],
@@ -238,6 +304,7 @@ class Ctx {
     this.res = res;
     this.rid = newRequestId();
     this.faults = null;
+    this.rec = null;                     // scenario record entry (x-mock-scenario)
     this.closed = false;
     this.timers = [];
     this.start = OPT.verbose ? process.hrtime.bigint() : 0n;
@@ -274,6 +341,7 @@ class Ctx {
       const h = this.headers(extra);
       h['content-type'] = contentType;
       h['content-length'] = buf.length;
+      if (this.rec) this.rec.status = status;
       res.writeHead(status, h);
       if (allowCut && this.faults && this.faults.cut !== undefined) {
         cutAfter(res, buf.subarray(0, buf.length >> 1));
@@ -302,6 +370,7 @@ class Ctx {
     const cut = this.faults ? this.faults.cut : undefined;
     this.delayed(() => {
       const res = this.res;
+      if (this.rec) this.rec.status = 200;
       res.writeHead(200, this.headers({
         'content-type': 'text/event-stream',
         'cache-control': 'no-cache',
@@ -353,6 +422,16 @@ function cutAfter(res, data) {
   sock.write('', () => sock.destroy());
 }
 
+// x-mock-retry-after: "none" -> no header (null); "date:S" -> an HTTP-date at
+// least S seconds ahead (rounded up to a whole second); anything else as is.
+function retryAfter(ra) {
+  const s = String(ra).trim();
+  if (s.toLowerCase() === 'none') return null;
+  const m = /^date:\s*(-?\d+(?:\.\d+)?)$/i.exec(s);
+  if (m) return new Date(Math.ceil((Date.now() + Number(m[1]) * 1000) / 1000) * 1000).toUTCString();
+  return s;
+}
+
 function faultResponse(ctx, status, model) {
   if (status === '404') {
     ctx.error(404, `The model \`${model}\` does not exist or you do not have access to it.`,
@@ -367,8 +446,10 @@ function faultResponse(ctx, status, model) {
   }
   const extra = {};
   const ra = ctx.req.headers['x-mock-retry-after'];
-  if (f[0] === 429 && status !== '429-quota') extra['retry-after'] = ra !== undefined ? String(ra) : '2';
-  else if ((f[0] === 503 || f[0] === 429) && ra !== undefined) extra['retry-after'] = String(ra);
+  let v;
+  if (f[0] === 429 && status !== '429-quota') v = ra !== undefined ? retryAfter(ra) : '2';
+  else if ((f[0] === 503 || f[0] === 429) && ra !== undefined) v = retryAfter(ra);
+  if (v !== undefined && v !== null) extra['retry-after'] = v;
   ctx.error(f[0], f[1], f[2], f[3], extra);
   return true;
 }
@@ -491,6 +572,155 @@ function handleEmbeddings(ctx, body) {
   }, null, true);
 }
 
+/* ------------------------------------------------------------ scenarios -- */
+
+// x-mock-scenario: ID -> { t0, requests: [...], dropped }. Per process. A Map
+// keeps insertion order: the first key is the oldest scenario.
+const SCENARIOS = new Map();
+const NO_RECORD_HEADERS = new Set(['authorization', 'api-key', 'x-api-key', 'cookie']);
+const CRED_HEADERS = ['authorization', 'api-key', 'x-api-key'];
+
+function sha256hex(...parts) {
+  const h = crypto.createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
+}
+
+// Called when the request's headers arrive. Returns the entry (its body fields
+// are filled in by recordBody, its status when the mock answers) or null.
+function recordStart(req) {
+  const id = req.headers['x-mock-scenario'];
+  if (!SCENARIO_ID.test(id) || req.url.startsWith('/__mock/')) return null;
+  const attempt = attemptNumber(req.headers['x-mock-attempt']);
+  const now = performance.now();
+  let s = SCENARIOS.get(id);
+  if (s === undefined || attempt === 1) {
+    if (s !== undefined) SCENARIOS.delete(id);
+    else if (SCENARIOS.size >= MAX_SCENARIOS) SCENARIOS.delete(SCENARIOS.keys().next().value);
+    s = { t0: now, requests: [], dropped: 0 };
+    SCENARIOS.set(id, s);
+  }
+  const cred = credential(req.headers);
+  const all = rawHeaderMap(req);
+  const headers = {};
+  for (const k in all) if (!NO_RECORD_HEADERS.has(k)) headers[k] = all[k];
+  const rec = {
+    attempt,
+    method: req.method,
+    host: req.headers.host !== undefined ? req.headers.host : null,
+    path: req.url,
+    credential_header: cred ? cred[0] : null,
+    credential_sha256: cred ? sha256hex(cred[1]).slice(0, 16) : null,
+    credential_headers: CRED_HEADERS.filter((k) => k in all),
+    model: null,
+    stream: false,
+    body_sha256: null,
+    body_sans_model_sha256: null,
+    body_length: 0,
+    headers,
+    status: null,
+    t_ms: Math.round((now - s.t0) * 10) / 10,
+  };
+  if (s.requests.length < MAX_SCENARIO_REQUESTS) s.requests.push(rec);
+  else s.dropped++;
+  return rec;
+}
+
+function recordBody(rec, body, len, tooBig) {
+  rec.body_length = len;
+  if (tooBig) return;
+  const b = body || Buffer.alloc(0);
+  rec.body_sha256 = sha256hex(b);
+  let json = null;
+  try { json = JSON.parse(b.toString('utf8')); } catch (e) { /* not JSON */ }
+  if (json !== null && typeof json === 'object' && !Array.isArray(json)) {
+    if (typeof json.model === 'string') rec.model = json.model;
+    rec.stream = json.stream === true;
+  }
+  const r = modelValueRange(b);
+  rec.body_sans_model_sha256 = r ? sha256hex(b.subarray(0, r[0]), '""', b.subarray(r[1])) : rec.body_sha256;
+}
+
+// Byte range [start, end) of the first top-level "model" string value (the
+// quotes included) of a JSON object in buffer b, or null. A textual scan.
+function isWs(c) { return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d; }
+function skipWs(b, i) { while (i < b.length && isWs(b[i])) i++; return i; }
+function skipString(b, i) {          // b[i] is '"'; the index after the closing quote, or -1
+  for (i++; i < b.length; i++) {
+    const c = b[i];
+    if (c === 0x5c) i++;
+    else if (c === 0x22) return i + 1;
+  }
+  return -1;
+}
+function skipValue(b, i) {
+  const c = b[i];
+  if (c === 0x22) return skipString(b, i);
+  if (c === 0x7b || c === 0x5b) {
+    let depth = 0;
+    for (; i < b.length; i++) {
+      const d = b[i];
+      if (d === 0x22) { i = skipString(b, i); if (i < 0) return -1; i--; }
+      else if (d === 0x7b || d === 0x5b) depth++;
+      else if ((d === 0x7d || d === 0x5d) && --depth === 0) return i + 1;
+    }
+    return -1;
+  }
+  while (i < b.length && !isWs(b[i]) && b[i] !== 0x2c && b[i] !== 0x7d && b[i] !== 0x5d) i++;
+  return i;
+}
+function isModelKey(b, s, e) {
+  if (e - s === 7) return b.toString('latin1', s, e) === '"model"';
+  if (b.indexOf(0x5c, s) < 0 || b.indexOf(0x5c, s) >= e) return false;
+  try { return JSON.parse(b.toString('utf8', s, e)) === 'model'; } catch (x) { return false; }
+}
+function modelValueRange(b) {
+  let i = skipWs(b, 0);
+  if (b[i] !== 0x7b) return null;
+  i = skipWs(b, i + 1);
+  for (;;) {
+    if (b[i] !== 0x22) return null;
+    const ks = i;
+    i = skipString(b, i);
+    if (i < 0) return null;
+    const ke = i;
+    i = skipWs(b, i);
+    if (b[i] !== 0x3a) return null;
+    i = skipWs(b, i + 1);
+    const vs = i;
+    i = skipValue(b, i);
+    if (i < 0 || i === vs) return null;
+    if (b[vs] === 0x22 && isModelKey(b, ks, ke)) return [vs, i];
+    i = skipWs(b, i);
+    if (b[i] !== 0x2c) return null;
+    i = skipWs(b, i + 1);
+  }
+}
+
+// GET /__mock/scenario/ID -> {"requests":[...]} (plus "dropped":N when more
+// than MAX_SCENARIO_REQUESTS requests came). No auth, no faults.
+function handleMock(ctx) {
+  const req = ctx.req;
+  const q = req.url.indexOf('?');
+  const path = q < 0 ? req.url : req.url.slice(0, q);
+  const m = /^\/__mock\/scenario\/([^/]*)$/.exec(path);
+  if (!m) {
+    return ctx.error(404, `Unknown request URL: ${req.method} ${path}. Please check the URL for typos.`,
+      'invalid_request_error', 'unknown_url');
+  }
+  if (req.method !== 'GET') {
+    return ctx.error(405, `Method ${req.method} not allowed for ${path}.`, 'invalid_request_error',
+      'method_not_allowed', { allow: 'GET' });
+  }
+  let id;
+  try { id = decodeURIComponent(m[1]); } catch (e) { id = m[1]; }
+  if (!SCENARIO_ID.test(id)) return ctx.badRequest('Invalid scenario id (want [A-Za-z0-9._-]{1,64}).');
+  const s = SCENARIOS.get(id);
+  const out = { requests: s ? s.requests : [] };
+  if (s && s.dropped) out.dropped = s.dropped;
+  return ctx.json(200, out);
+}
+
 /* --------------------------------------------------------------- router -- */
 
 function rawHeaderMap(req) {
@@ -527,10 +757,12 @@ function handleEcho(ctx, mode, body, bodyLen) {
 function route(ctx, body, bodyLen, tooBig) {
   const req = ctx.req;
 
+  // 0. the scenario record (no auth)
+  if (req.url.startsWith('/__mock/')) return handleMock(ctx);
+
   // 1. auth
-  const auth = req.headers.authorization;
-  const m = auth ? /^\s*Bearer\s+(\S+)\s*$/i.exec(auth) : null;
-  if (!m || !KEYS.has(m[1])) {
+  const cred = credential(req.headers);
+  if (cred === null || !KEYS.has(cred[1])) {
     return ctx.error(401, 'Incorrect API key provided. ', 'invalid_request_error', 'invalid_api_key');
   }
 
@@ -563,7 +795,7 @@ function route(ctx, body, bodyLen, tooBig) {
       'invalid_request_error', 'unknown_url');
   }
 
-  ctx.faults = parseFaults(req.headers['x-mock-fault']);
+  ctx.faults = parseFaults(faultSpec(req));
   if (req.method !== allow) {
     return ctx.error(405, `Method ${req.method} not allowed for ${path}.`, 'invalid_request_error',
       'method_not_allowed', { allow });
@@ -605,6 +837,7 @@ function route(ctx, body, bodyLen, tooBig) {
 
 function onRequest(req, res) {
   const ctx = new Ctx(req, res);
+  if (req.headers['x-mock-scenario'] !== undefined) ctx.rec = recordStart(req);
   res.on('error', () => {});
   req.on('error', () => {});
   if (OPT.verbose) {
@@ -625,6 +858,7 @@ function onRequest(req, res) {
   req.on('end', () => {
     if (ctx.closed) return;
     const body = tooBig ? null : (chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, len));
+    if (ctx.rec) recordBody(ctx.rec, body, len, tooBig);
     try {
       route(ctx, body, len, tooBig);
     } catch (e) {

@@ -273,6 +273,75 @@ check "fault cut:0 stream: headers only" 200 "b.length === 0 && $RC !== 0"
 call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: cut:1' -d "$CHAT"
 check "fault cut non-stream: half the body" 200 "$RC !== 0 && +h['content-length'] > buf.length && buf.length === Math.floor(+h['content-length'] / 2) && j === undefined"
 
+# --------------------------------------------- more faults, Retry-After ---
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:402' -d "$CHAT"
+check "fault status:402" 402 "$ERR_ENV && j.error.code === 'payment_required' && j.error.type === 'invalid_request_error'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:400-DataInspectionFailed' -d "$CHAT"
+check "fault status:400-DataInspectionFailed" 400 "$ERR_ENV && j.error.code === 'DataInspectionFailed'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:400-Arrearage' -d "$CHAT"
+check "fault status:400-Arrearage (case-insensitive)" 400 "$ERR_ENV && j.error.code === 'Arrearage'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:429-throttling' -d "$CHAT"
+check "fault status:429-throttling" 429 "$ERR_ENV && j.error.code === 'Throttling' && h['retry-after'] === '2'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:429' -H 'x-mock-retry-after: none' -d "$CHAT"
+check "x-mock-retry-after: none omits Retry-After" 429 "j.error.code === 'limit_requests' && !('retry-after' in h)"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:429-throttling' -H 'x-mock-retry-after: date:5' -d "$CHAT"
+check "x-mock-retry-after: date:5 sends an HTTP-date 5-6 s ahead" 429 "/^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT$/.test(h['retry-after']) && (d => d >= 4000 && d <= 6500)(Date.parse(h['retry-after']) - Date.now())"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:503' -H 'x-mock-retry-after: 3' -d "$CHAT"
+check "status:503 + x-mock-retry-after" 503 "h['retry-after'] === '3'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:503' -H 'x-mock-retry-after: none' -d "$CHAT"
+check "status:503 + x-mock-retry-after: none" 503 "!('retry-after' in h)"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-fault: status:503' -d "$CHAT"
+check "status:503 alone: no Retry-After" 503 "!('retry-after' in h)"
+
+# -------------------------------------------------------- keys elsewhere ---
+call "$B/chat/completions" -H 'api-key: sk-mock' -d "$CHAT"
+check "api-key header accepted" 200 "j.object === 'chat.completion'"
+call "$B/models" -H 'X-Api-Key: sk-region-2'
+check "x-api-key header accepted (any key of the list)" 200 "j.object === 'list'"
+call "$B/models" -H 'api-key: sk-wrong'
+check "api-key with a wrong key -> 401" 401 "j.error.code === 'invalid_api_key'"
+call "$B/models" -H 'x-api-key: Bearer sk-mock'
+check "x-api-key carries the key alone (no Bearer)" 401 "j.error.code === 'invalid_api_key'"
+call "$B/models" -H 'Authorization: Bearer sk-wrong' -H 'api-key: sk-mock'
+check "Authorization carrying a key wins over api-key" 401 "j.error.code === 'invalid_api_key'"
+call "$B/models" -H 'Authorization: Basic abc' -H 'api-key: sk-mock'
+check "non-Bearer Authorization carries no key: api-key used" 200 "j.object === 'list'"
+
+# ------------------------------------------------------------- x-mock-plan ---
+PLAN='1=status:503;2=status:429;3-4=slow:300,cut:2;7=;*=status:500'
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 1' -H "x-mock-plan: $PLAN" -d "$CHAT"
+check "plan: attempt 1 -> 503" 503 "$ERR_ENV && j.error.code === 'ServiceUnavailable'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 2' -H "x-mock-plan: $PLAN" -d "$CHAT"
+check "plan: attempt 2 -> 429" 429 "j.error.code === 'limit_requests' && h['retry-after'] === '2'"
+for A in 3 4; do
+    START=$(date +%s%N)
+    call "$B/chat/completions" -H "$AUTH" -H "x-mock-attempt: $A" -H "x-mock-plan: $PLAN" -d "$STREAM"
+    ELAPSED=$(( ($(date +%s%N) - START) / 1000000 ))
+    check "plan: attempt $A in 3-4 -> slow:300,cut:2 (${ELAPSED}ms)" 200 "$ELAPSED >= 280 && ev.length === 2 && $RC !== 0"
+done
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 9' -H "x-mock-plan: $PLAN" -d "$CHAT"
+check "plan: attempt 9 -> * -> 500" 500 "j.error.code === 'InternalError'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 7' -H "x-mock-plan: $PLAN" -H 'x-mock-fault: status:502' -d "$CHAT"
+check "plan: empty entry wins over x-mock-fault (served normally)" 200 "j.object === 'chat.completion'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 5' -H 'x-mock-plan: 1=status:503;2-4=status:500' -d "$CHAT"
+check "plan: attempt not in the plan served normally" 200 "j.choices[0].message.content === 'Mock reply from qwen-plus.'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 5' -H 'x-mock-plan: 1=status:503' -H 'x-mock-fault: status:502' -d "$CHAT"
+check "plan: no entry -> x-mock-fault applies" 502 "$ERR_ENV"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 1' -H 'x-mock-plan: 1=status:503' -H 'x-mock-fault: status:502' -d "$CHAT"
+check "plan: entry wins over x-mock-fault" 503 "$ERR_ENV"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-plan: 1=status:503;*=status:500' -d "$CHAT"
+check "plan ignored without x-mock-attempt" 200 "j.object === 'chat.completion'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: two' -H 'x-mock-plan: *=status:500' -d "$CHAT"
+check "plan ignored with a non-numeric x-mock-attempt" 200 "j.object === 'chat.completion'"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 2' -H 'x-mock-plan: 1-3=status:500; 2=status:503' -d "$CHAT"
+check "plan: first matching entry wins" 500 "$ERR_ENV"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 1' -H 'x-mock-plan: 1=status:429-quota' -d "$CHAT"
+check "plan: status variants" 429 "j.error.code === 'insufficient_quota' && !('retry-after' in h)"
+call "$B/models" -H "$AUTH" -H 'x-mock-attempt: 3' -H 'x-mock-plan: 3=status:404'
+check "plan on GET /models" 404 "$ERR_ENV"
+call "$B/chat/completions" -H "$AUTH" -H 'x-mock-attempt: 1' -H 'x-mock-plan: 1=status:500' -H 'x-mock-echo: digest' -d "$CHAT"
+check "plan: echo is never faulted" 200 "j.length === $CHAT_LEN"
+
 # ------------------------------------------------------------------ echo ---
 printf '{"model":"x","a":"\xc3\xa9\\u0000"}\r\n\x00\xff' >"$T/raw"
 call "$B/chat/completions" -H "$AUTH" -H 'x-mock-echo: body' --data-binary "@$T/raw"
@@ -324,6 +393,91 @@ fi
 
 kill -TERM "$MOCK_PID"; wait "$MOCK_PID"; RCODE=$?; MOCK_PID=
 if [ "$RCODE" = 0 ]; then ok "SIGTERM exits 0"; else not_ok "SIGTERM exits 0" "rc=$RCODE"; fi
+
+# scenario records: on a mock of its own with one worker (the record is per process)
+start_mock "$T/mock3.out" --port 0 --workers 1 --key sk-mock --key sk-region-2 || exit 1
+MOCK_PID=$STARTED_PID
+R=$STARTED_URL
+RB="$R/compatible-mode/v1"
+HOSTPORT=${R#http://}
+SC() { call "$R/__mock/scenario/$1"; }
+
+SC never-seen
+check "scenario: unknown -> {requests:[]}, no auth needed" 200 "b === '{\"requests\":[]}'"
+call "$R/__mock/scenario/bad%20id"
+check "scenario: invalid id -> 400" 400 "$ERR_ENV"
+call "$R/__mock/scenario/x" -X POST
+check "scenario: POST -> 405" 405 "h.allow === 'GET'"
+
+printf '%s' '{"model":"qwen-plus","messages":[{"role":"user","content":"Hi"}],"meta":{"model":"inner"}}' >"$T/s1"
+printf '%s' '{"model":"qwen-max","messages":[{"role":"user","content":"Hi"}],"meta":{"model":"inner"}}' >"$T/s2"
+printf '%s' '{"model":"","messages":[{"role":"user","content":"Hi"}],"meta":{"model":"inner"}}' >"$T/s0"
+printf '%s' '{ "stream" : true , "a":[1,{"model":"no"},"]}"], "model" : "qwen-turbo","x":1}' >"$T/s3"
+printf '%s' '{ "stream" : true , "a":[1,{"model":"no"},"]}"], "model" : "","x":1}' >"$T/s3sans"
+P1='1=status:503;2=status:429'
+call "$RB/chat/completions" -H "$AUTH" -H 'x-mock-scenario: fo-1' -H 'x-mock-attempt: 1' -H "x-mock-plan: $P1" \
+    -H 'Cookie: c=1' -H 'X-Trace: abc' -H 'Content-Type: application/json' --data-binary "@$T/s1"
+check "scenario fo-1 attempt 1 (503)" 503
+sleep 0.2
+call "$RB/chat/completions" -H 'api-key: sk-region-2' -H 'x-mock-scenario: fo-1' -H 'x-mock-attempt: 2' -H "x-mock-plan: $P1" --data-binary "@$T/s2"
+check "scenario fo-1 attempt 2 (429)" 429
+call "$RB/chat/completions" -H 'x-api-key: sk-mock' -H 'x-mock-scenario: fo-1' -H 'x-mock-attempt: 3' -H "x-mock-plan: $P1" --data-binary "@$T/s3"
+check "scenario fo-1 attempt 3 (200 stream)" 200 "content(ev) === 'Mock reply from qwen-turbo.'"
+call "$RB/chat/completions" -H 'Authorization: Bearer sk-bad' -H 'x-mock-scenario: fo-1' -H 'x-mock-attempt: 4' -d 'x'
+check "scenario fo-1 attempt 4 (401)" 401
+call "$RB/models" -H "$AUTH" -H 'x-mock-scenario: fo-1'
+check "scenario fo-1 no attempt header" 200
+call "$R/__mock/scenario/fo-1?x=1" -H 'x-mock-scenario: fo-1' -H 'x-mock-attempt: 1'
+check "scenario fo-1 record: 5 requests in order" 200 "Object.keys(j).join() === 'requests' && j.requests.length === 5 && j.requests.map(r => r.attempt).join() === '1,2,3,4,' && j.requests[4].attempt === null && j.requests.map(r => r.status).join() === '503,429,200,401,200'"
+check "scenario record: field names" 200 "Object.keys(j.requests[0]).join() === 'attempt,method,host,path,credential_header,credential_sha256,credential_headers,model,stream,body_sha256,body_sans_model_sha256,body_length,headers,status,t_ms'"
+check "scenario record: method/host/path" 200 "(r => r.method === 'POST' && r.host === '$HOSTPORT' && r.path === '/compatible-mode/v1/chat/completions')(j.requests[0]) && j.requests[4].method === 'GET' && j.requests[4].path === '/compatible-mode/v1/models'"
+check "scenario record: credential header + sha256 prefix of the key alone" 200 "(([a, b, c, d]) => a.credential_header === 'authorization' && a.credential_sha256 === sha256('sk-mock').slice(0, 16) && b.credential_header === 'api-key' && b.credential_sha256 === sha256('sk-region-2').slice(0, 16) && c.credential_header === 'x-api-key' && c.credential_sha256 === a.credential_sha256 && d.credential_header === 'authorization' && d.credential_sha256 === sha256('sk-bad').slice(0, 16) && JSON.stringify(b.credential_headers) === '[\"api-key\"]')(j.requests)"
+check "scenario record: model/stream/body_length" 200 "(([a, b, c, d, e]) => a.model === 'qwen-plus' && a.stream === false && b.model === 'qwen-max' && c.model === 'qwen-turbo' && c.stream === true && d.model === null && e.model === null && e.body_length === 0 && a.body_length === require('fs').statSync('$T/s1').size)(j.requests)"
+check "scenario record: body_sha256 of the raw body" 200 "j.requests[0].body_sha256 === sha256(require('fs').readFileSync('$T/s1')) && j.requests[3].body_sha256 === sha256('x')"
+check "scenario record: body_sans_model_sha256 equal across a model splice" 200 "j.requests[0].body_sans_model_sha256 === j.requests[1].body_sans_model_sha256 && j.requests[0].body_sha256 !== j.requests[1].body_sha256 && j.requests[0].body_sans_model_sha256 === sha256(require('fs').readFileSync('$T/s0'))"
+check "scenario record: sans-model replaces the first top-level model only" 200 "j.requests[2].body_sans_model_sha256 === sha256(require('fs').readFileSync('$T/s3sans')) && j.requests[3].body_sans_model_sha256 === j.requests[3].body_sha256"
+check "scenario record: headers without credentials or cookie" 200 "(h0 => h0['x-trace'] === 'abc' && h0['x-mock-scenario'] === 'fo-1' && h0['x-mock-attempt'] === '1' && h0.host === '$HOSTPORT' && h0['content-type'] === 'application/json' && !('authorization' in h0) && !('cookie' in h0))(j.requests[0].headers) && !('api-key' in j.requests[1].headers) && !('x-api-key' in j.requests[2].headers) && j.requests.every(r => !JSON.stringify(r.headers).includes('sk-'))"
+check "scenario record: t_ms from attempt 1" 200 "j.requests[0].t_ms < 50 && j.requests[1].t_ms >= 190 && j.requests.every((r, i) => i === 0 || r.t_ms >= j.requests[i - 1].t_ms)"
+
+call "$RB/chat/completions" -H "$AUTH" -H 'x-mock-scenario: fo-1' -H 'x-mock-attempt: 1' -d "$CHAT"
+SC fo-1
+check "scenario: attempt 1 resets the record" 200 "j.requests.length === 1 && j.requests[0].status === 200 && j.requests[0].t_ms < 50"
+
+curl -sS -o /dev/null --max-time 0.2 "$RB/chat/completions" -H "$AUTH" -H 'x-mock-scenario: gone' -H 'x-mock-attempt: 1' -H 'x-mock-plan: 1=slow:2000' -d "$CHAT" 2>/dev/null
+SC gone
+check "scenario: a request the mock never answered has status null" 200 "j.requests.length === 1 && j.requests[0].status === null && j.requests[0].model === 'qwen-plus'"
+
+call "$RB/models" -H "$AUTH" -H 'x-mock-scenario: bad id!'
+check "scenario: invalid id in the header is not recorded" 200
+call "$R/__mock/scenario/bad%20id!"
+check "scenario: invalid id not kept" 400
+
+curl -sS --max-time 20 "$RB/models?[1-70]" -H "$AUTH" -H 'x-mock-scenario: many' >/dev/null
+SC many
+check "scenario: at most 64 requests kept (dropped counted)" 200 "j.requests.length === 64 && j.dropped === 6 && j.requests[63].path === '/compatible-mode/v1/models?64'"
+
+node -e '
+const http = require("http");
+const u = new URL(process.argv[1]);
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+let next = 0, done = 0;
+const one = () => {
+  const i = next++;
+  if (i > 1000) return;
+  http.get({ host: u.hostname, port: u.port, path: "/compatible-mode/v1/models", agent,
+    headers: { authorization: "Bearer sk-mock", "x-mock-scenario": "cap-" + i } }, (res) => {
+    res.resume(); res.on("end", () => { if (++done === 1001) process.exit(0); one(); });
+  }).on("error", (e) => { console.error(e.message); process.exit(1); });
+};
+one();' "$R"
+SC cap-0
+check "scenario: 1001st scenario drops the oldest" 200 "j.requests.length === 0"
+SC cap-1000
+check "scenario: newest kept" 200 "j.requests.length === 1"
+SC cap-1
+check "scenario: second oldest kept" 200 "j.requests.length === 1"
+if [ ! -s "$T/mock3.out.err" ]; then ok "scenario mock: no stderr output"; else not_ok "scenario mock: no stderr output" "$(head -c 300 "$T/mock3.out.err")"; fi
+kill -TERM "$MOCK_PID"; wait "$MOCK_PID"; MOCK_PID=
 
 # env: MOCK_DASHSCOPE_KEYS / MOCK_DASHSCOPE_PORT(=0), SIGINT
 MOCK_DASHSCOPE_KEYS='sk-env1, sk-env2' MOCK_DASHSCOPE_PORT=0 start_mock "$T/mock2.out" || exit 1

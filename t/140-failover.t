@@ -26,7 +26,6 @@ use Digest::SHA qw(sha256_hex);
 use HTTP::Tiny;
 use JSON::PP ();
 use IPC::Open2 ();
-use POSIX ();
 use Time::HiRes ();
 
 repeat_each(1);
@@ -55,12 +54,6 @@ sub chat_body {
 
 sub chat_request { "POST /v1/chat/completions\n" . chat_body(@_) }
 
-# an HTTP date $s seconds from now (for a Retry-After given as a date)
-sub http_date {
-    my ($s) = @_;
-    return POSIX::strftime('%a, %d %b %Y %H:%M:%S GMT', gmtime(time + $s));
-}
-
 # one scenario id per request of a block, also used to find its access log line
 sub sid {
     my ($block, $idx) = @_;
@@ -76,25 +69,12 @@ my $COMMON = <<'_EOC_';
         keepalive 8;
     }
 
-    # an upstream of the gateway that hides the mock's Retry-After: a 429
-    # without one (its own log at info, as a real upstream's would be, so
-    # that it does not print what it received)
-    server {
-        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
-        error_log logs/no-retry-after.log info;
-        access_log off;
-        location / {
-            proxy_hide_header Retry-After;
-            proxy_pass http://dashscope_mock;
-        }
-    }
-
     qwen_region sg url=http://dashscope_mock path=/compatible-mode key=sk-mock header=X-Title:sg-app;
     qwen_region us url=http://dashscope_mock path=/compatible-mode key=sk-mock-virginia;
     qwen_region cn url=http://dashscope_mock path=/compatible-mode key=sk-mock-beijing auth_header=api-key provider=other-cloud;
-    qwen_region nr url=http://127.0.0.1:$TEST_NGINX_RAND_PORT_2 path=/compatible-mode key=sk-mock;
+    qwen_region nr url=http://dashscope_mock path=/compatible-mode key=sk-mock;
     qwen_region dead url=http://127.0.0.1:$TEST_NGINX_RAND_PORT_1 path=/compatible-mode key=sk-mock;
-    qwen_region dead2 url=http://127.0.0.1:$TEST_NGINX_RAND_PORT_3 path=/compatible-mode key=sk-mock;
+    qwen_region dead2 url=http://127.0.0.1:$TEST_NGINX_RAND_PORT_2 path=/compatible-mode key=sk-mock;
 
     log_format fo 'qwen-fo status=$status dep=$qwen_deployment attempts=$qwen_attempts failovers="$qwen_failovers" cost=$qwen_cost inc=$qwen_incomplete id=$http_x_mock_scenario';
 _EOC_
@@ -198,9 +178,9 @@ my %TRIGGER = (
     },
     http_429_no_retry_after => {
         title => 'http_429 without Retry-After: qwen_retry_wait 200ms 400ms',
-        model => 'fo-nora', plan => '1=status:429',
-        seen => [[1, 'nr/nr-chat'], [2, 'nr/nr-chat', 190, 700]],
-        failovers => qr{(?:nr/nr-chat:http_429)?},
+        plan => '1=status:429', headers => "X-Mock-Retry-After: none",
+        seen => [[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 190, 700]],
+        failovers => qr{(?:sg/sg-chat:http_429)?},
     },
     model_not_found => {
         title => 'model_not_found (404)', plan => '1=status:404',
@@ -244,7 +224,7 @@ my %TRIGGER = (
     },
     moderation_opt_in => {
         title => 'moderation opted in: the next deployment of another provider',
-        plan => '1=status:400-inspection',
+        plan => '1=status:400-DataInspectionFailed',
         loc => "qwen_failover_on $ALL_TRIGGERS moderation;",
         seen => [[1, 'sg/sg-chat'], [2, 'cn/cn-chat', 0, 190]],
         moves => [['sg/sg-chat', 'cn/cn-chat', 'moderation', 1]],
@@ -381,6 +361,8 @@ sub check_record {
         is($g->{attempt}, $attempt, "$n is attempt $attempt") if defined $attempt;
         is($g->{model}, $model, "$n went to $dep (model $model)");
         is(lc($g->{credential_header} // ''), $header, "$n has its key in $header");
+        is(join(',', @{ $g->{credential_headers} || [] }), $header,
+           "$n has no other credential header");
         is($g->{credential_sha256}, substr(sha256_hex($key), 0, 16),
            "$n has the key of region $region");
         is($g->{stream} ? 1 : 0, $stream, "$n is " . ($stream ? '' : 'not ') . 'a stream');
@@ -747,16 +729,16 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=2 }
 
 
 === TEST 14: Retry-After as an HTTP date
-The date is 3 s ahead when the block is prepared, to the second: the wait
-is 2 to 3 s, less the time nginx takes to start.
---- more_headers eval
-"X-Mock-Plan: 1=status:429\nX-Mock-Retry-After: " . main::http_date(3)
+The mock's date is 2 to 3 s ahead (rounded up to the second).
+--- more_headers
+X-Mock-Plan: 1=status:429
+X-Mock-Retry-After: date:2
 --- request eval
 main::chat_request('fo-chat')
 --- response_headers
 X-Qwen-Deployment: sg/sg-chat
 --- mock_record eval
-[[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 1300, 3300]]
+[[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 1500, 3300]]
 
 
 
@@ -777,7 +759,22 @@ qr{^qwen-fo status=400 dep=sg/sg-chat attempts=1 }
 
 
 
-=== TEST 16: a stream cut after its header: no failover, an error event ends it
+=== TEST 16: a 429 of another code (Throttling.AllocationQuota) is a throttle too
+--- more_headers
+X-Mock-Plan: 1=status:429-allocation
+X-Mock-Retry-After: 1
+--- request eval
+main::chat_request('fo-chat')
+--- response_headers
+X-Qwen-Deployment: sg/sg-chat
+--- mock_record eval
+[[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 950, 1600]]
+--- access_line eval
+qr{^qwen-fo status=200 dep=sg/sg-chat attempts=2 }
+
+
+
+=== TEST 17: a stream cut after its header: no failover, an error event ends it
 --- more_headers
 X-Mock-Plan: 1=cut:3
 --- request eval
@@ -796,7 +793,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" cost=\S* inc=1 }
 
 
 
-=== TEST 17: the same with the body in a temporary file
+=== TEST 18: the same with the body in a temporary file
 --- location
 client_body_in_file_only clean;
 --- more_headers
@@ -815,7 +812,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" cost=\S* inc=1 }
 
 
 
-=== TEST 18: a body over client_body_buffer_size (in a temporary file) is sent again whole
+=== TEST 19: a body over client_body_buffer_size (in a temporary file) is sent again whole
 --- location
 client_body_buffer_size 1k;
 --- more_headers
@@ -833,7 +830,7 @@ qr{^qwen-fo status=200 dep=cn/cn-chat attempts=3 failovers="sg/sg-chat:http_503 
 
 
 
-=== TEST 19: the deployment that answered is the one accounted, at its own prices
+=== TEST 20: the deployment that answered is the one accounted, at its own prices
 sg-chat at the entry's 1 and 2 USD per 1M tokens: 1000 * 1 + 500 * 2 =
 0.002 USD; us-chat at its own 10 and 20: 0.02 USD.
 --- catalogue
@@ -863,7 +860,7 @@ sg-chat at the entry's 1 and 2 USD per 1M tokens: 1000 * 1 + 500 * 2 =
 
 
 
-=== TEST 20: the metrics: attempts by outcome, failovers, the cooled deployment
+=== TEST 21: the metrics: attempts by outcome, failovers, the cooled deployment
 --- more_headers eval
 ["X-Mock-Plan: 1=status:503", ""]
 --- request eval
@@ -885,7 +882,7 @@ qr/^qwen_deployment_cooldown_seconds\{deployment="sg\/sg-chat"\} (?:[1-9]|10)(?:
 
 
 
-=== TEST 21: the chain's end in the metrics: to="none"
+=== TEST 22: the chain's end in the metrics: to="none"
 --- location
 qwen_failover_tries 2;
 --- more_headers eval
@@ -906,7 +903,7 @@ qwen_failovers_total{from="us/us-chat",reason="http_503",to="none"} 1.0
 
 
 
-=== TEST 22: the JSON status lists the deployments
+=== TEST 23: the JSON status lists the deployments
 --- more_headers eval
 ["X-Mock-Plan: 1=status:401", ""]
 --- request eval
@@ -927,360 +924,360 @@ qwen_failovers_total{from="us/us-chat",reason="http_503",to="none"} 1.0
 
 
 
-=== TEST 23: error (a dead port), non-stream, body in memory
+=== TEST 24: error (a dead port), non-stream, body in memory
 --- matrix: error plain memory
 
 
 
-=== TEST 24: error (a dead port), non-stream, body in a temporary file
+=== TEST 25: error (a dead port), non-stream, body in a temporary file
 --- matrix: error plain file
 
 
 
-=== TEST 25: error (a dead port), stream, body in memory
+=== TEST 26: error (a dead port), stream, body in memory
 --- matrix: error stream memory
 
 
 
-=== TEST 26: error (a dead port), stream, body in a temporary file
+=== TEST 27: error (a dead port), stream, body in a temporary file
 --- matrix: error stream file
 
 
 
-=== TEST 27: timeout (proxy_read_timeout), non-stream, body in memory
+=== TEST 28: timeout (proxy_read_timeout), non-stream, body in memory
 --- matrix: timeout plain memory
 
 
 
-=== TEST 28: timeout (proxy_read_timeout), non-stream, body in a temporary file
+=== TEST 29: timeout (proxy_read_timeout), non-stream, body in a temporary file
 --- matrix: timeout plain file
 
 
 
-=== TEST 29: timeout (proxy_read_timeout), stream, body in memory
+=== TEST 30: timeout (proxy_read_timeout), stream, body in memory
 --- matrix: timeout stream memory
 
 
 
-=== TEST 30: timeout (proxy_read_timeout), stream, body in a temporary file
+=== TEST 31: timeout (proxy_read_timeout), stream, body in a temporary file
 --- matrix: timeout stream file
 
 
 
-=== TEST 31: first_byte (qwen_first_byte_timeout), non-stream, body in memory
+=== TEST 32: first_byte (qwen_first_byte_timeout), non-stream, body in memory
 --- matrix: first_byte plain memory
 
 
 
-=== TEST 32: first_byte (qwen_first_byte_timeout), non-stream, body in a temporary file
+=== TEST 33: first_byte (qwen_first_byte_timeout), non-stream, body in a temporary file
 --- matrix: first_byte plain file
 
 
 
-=== TEST 33: first_byte (qwen_first_byte_timeout), stream, body in memory
+=== TEST 34: first_byte (qwen_first_byte_timeout), stream, body in memory
 --- matrix: first_byte stream memory
 
 
 
-=== TEST 34: first_byte (qwen_first_byte_timeout), stream, body in a temporary file
+=== TEST 35: first_byte (qwen_first_byte_timeout), stream, body in a temporary file
 --- matrix: first_byte stream file
 
 
 
-=== TEST 35: http_500, non-stream, body in memory
+=== TEST 36: http_500, non-stream, body in memory
 --- matrix: http_500 plain memory
 
 
 
-=== TEST 36: http_500, non-stream, body in a temporary file
+=== TEST 37: http_500, non-stream, body in a temporary file
 --- matrix: http_500 plain file
 
 
 
-=== TEST 37: http_500, stream, body in memory
+=== TEST 38: http_500, stream, body in memory
 --- matrix: http_500 stream memory
 
 
 
-=== TEST 38: http_500, stream, body in a temporary file
+=== TEST 39: http_500, stream, body in a temporary file
 --- matrix: http_500 stream file
 
 
 
-=== TEST 39: http_502, non-stream, body in memory
+=== TEST 40: http_502, non-stream, body in memory
 --- matrix: http_502 plain memory
 
 
 
-=== TEST 40: http_502, non-stream, body in a temporary file
+=== TEST 41: http_502, non-stream, body in a temporary file
 --- matrix: http_502 plain file
 
 
 
-=== TEST 41: http_502, stream, body in memory
+=== TEST 42: http_502, stream, body in memory
 --- matrix: http_502 stream memory
 
 
 
-=== TEST 42: http_502, stream, body in a temporary file
+=== TEST 43: http_502, stream, body in a temporary file
 --- matrix: http_502 stream file
 
 
 
-=== TEST 43: http_503, non-stream, body in memory
+=== TEST 44: http_503, non-stream, body in memory
 --- matrix: http_503 plain memory
 
 
 
-=== TEST 44: http_503, non-stream, body in a temporary file
+=== TEST 45: http_503, non-stream, body in a temporary file
 --- matrix: http_503 plain file
 
 
 
-=== TEST 45: http_503, stream, body in memory
+=== TEST 46: http_503, stream, body in memory
 --- matrix: http_503 stream memory
 
 
 
-=== TEST 46: http_503, stream, body in a temporary file
+=== TEST 47: http_503, stream, body in a temporary file
 --- matrix: http_503 stream file
 
 
 
-=== TEST 47: http_504, non-stream, body in memory
+=== TEST 48: http_504, non-stream, body in memory
 --- matrix: http_504 plain memory
 
 
 
-=== TEST 48: http_504, non-stream, body in a temporary file
+=== TEST 49: http_504, non-stream, body in a temporary file
 --- matrix: http_504 plain file
 
 
 
-=== TEST 49: http_504, stream, body in memory
+=== TEST 50: http_504, stream, body in memory
 --- matrix: http_504 stream memory
 
 
 
-=== TEST 50: http_504, stream, body in a temporary file
+=== TEST 51: http_504, stream, body in a temporary file
 --- matrix: http_504 stream file
 
 
 
-=== TEST 51: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in memory
+=== TEST 52: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in memory
 --- matrix: http_429 plain memory
 
 
 
-=== TEST 52: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in a temporary file
+=== TEST 53: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in a temporary file
 --- matrix: http_429 plain file
 
 
 
-=== TEST 53: http_429 with Retry-After: 1, retried on the same deployment, stream, body in memory
+=== TEST 54: http_429 with Retry-After: 1, retried on the same deployment, stream, body in memory
 --- matrix: http_429 stream memory
 
 
 
-=== TEST 54: http_429 with Retry-After: 1, retried on the same deployment, stream, body in a temporary file
+=== TEST 55: http_429 with Retry-After: 1, retried on the same deployment, stream, body in a temporary file
 --- matrix: http_429 stream file
 
 
 
-=== TEST 55: http_429 twice: cooled down, next deployment, non-stream, body in memory
+=== TEST 56: http_429 twice: cooled down, next deployment, non-stream, body in memory
 --- matrix: http_429_twice plain memory
 
 
 
-=== TEST 56: http_429 twice: cooled down, next deployment, non-stream, body in a temporary file
+=== TEST 57: http_429 twice: cooled down, next deployment, non-stream, body in a temporary file
 --- matrix: http_429_twice plain file
 
 
 
-=== TEST 57: http_429 twice: cooled down, next deployment, stream, body in memory
+=== TEST 58: http_429 twice: cooled down, next deployment, stream, body in memory
 --- matrix: http_429_twice stream memory
 
 
 
-=== TEST 58: http_429 twice: cooled down, next deployment, stream, body in a temporary file
+=== TEST 59: http_429 twice: cooled down, next deployment, stream, body in a temporary file
 --- matrix: http_429_twice stream file
 
 
 
-=== TEST 59: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in memory
+=== TEST 60: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in memory
 --- matrix: http_429_no_retry_after plain memory
 
 
 
-=== TEST 60: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in a temporary file
+=== TEST 61: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in a temporary file
 --- matrix: http_429_no_retry_after plain file
 
 
 
-=== TEST 61: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in memory
+=== TEST 62: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in memory
 --- matrix: http_429_no_retry_after stream memory
 
 
 
-=== TEST 62: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in a temporary file
+=== TEST 63: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in a temporary file
 --- matrix: http_429_no_retry_after stream file
 
 
 
-=== TEST 63: model_not_found (404), non-stream, body in memory
+=== TEST 64: model_not_found (404), non-stream, body in memory
 --- matrix: model_not_found plain memory
 
 
 
-=== TEST 64: model_not_found (404), non-stream, body in a temporary file
+=== TEST 65: model_not_found (404), non-stream, body in a temporary file
 --- matrix: model_not_found plain file
 
 
 
-=== TEST 65: model_not_found (404), stream, body in memory
+=== TEST 66: model_not_found (404), stream, body in memory
 --- matrix: model_not_found stream memory
 
 
 
-=== TEST 66: model_not_found (404), stream, body in a temporary file
+=== TEST 67: model_not_found (404), stream, body in a temporary file
 --- matrix: model_not_found stream file
 
 
 
-=== TEST 67: auth (401), logged at error, non-stream, body in memory
+=== TEST 68: auth (401), logged at error, non-stream, body in memory
 --- matrix: auth_401 plain memory
 
 
 
-=== TEST 68: auth (401), logged at error, non-stream, body in a temporary file
+=== TEST 69: auth (401), logged at error, non-stream, body in a temporary file
 --- matrix: auth_401 plain file
 
 
 
-=== TEST 69: auth (401), logged at error, stream, body in memory
+=== TEST 70: auth (401), logged at error, stream, body in memory
 --- matrix: auth_401 stream memory
 
 
 
-=== TEST 70: auth (401), logged at error, stream, body in a temporary file
+=== TEST 71: auth (401), logged at error, stream, body in a temporary file
 --- matrix: auth_401 stream file
 
 
 
-=== TEST 71: auth (403), logged at error, non-stream, body in memory
+=== TEST 72: auth (403), logged at error, non-stream, body in memory
 --- matrix: auth_403 plain memory
 
 
 
-=== TEST 72: auth (403), logged at error, non-stream, body in a temporary file
+=== TEST 73: auth (403), logged at error, non-stream, body in a temporary file
 --- matrix: auth_403 plain file
 
 
 
-=== TEST 73: auth (403), logged at error, stream, body in memory
+=== TEST 74: auth (403), logged at error, stream, body in memory
 --- matrix: auth_403 stream memory
 
 
 
-=== TEST 74: auth (403), logged at error, stream, body in a temporary file
+=== TEST 75: auth (403), logged at error, stream, body in a temporary file
 --- matrix: auth_403 stream file
 
 
 
-=== TEST 75: arrears (402), non-stream, body in memory
+=== TEST 76: arrears (402), non-stream, body in memory
 --- matrix: arrears_402 plain memory
 
 
 
-=== TEST 76: arrears (402), non-stream, body in a temporary file
+=== TEST 77: arrears (402), non-stream, body in a temporary file
 --- matrix: arrears_402 plain file
 
 
 
-=== TEST 77: arrears (402), stream, body in memory
+=== TEST 78: arrears (402), stream, body in memory
 --- matrix: arrears_402 stream memory
 
 
 
-=== TEST 78: arrears (402), stream, body in a temporary file
+=== TEST 79: arrears (402), stream, body in a temporary file
 --- matrix: arrears_402 stream file
 
 
 
-=== TEST 79: arrears (400 Arrearage), non-stream, body in memory
+=== TEST 80: arrears (400 Arrearage), non-stream, body in memory
 --- matrix: arrears_arrearage plain memory
 
 
 
-=== TEST 80: arrears (400 Arrearage), non-stream, body in a temporary file
+=== TEST 81: arrears (400 Arrearage), non-stream, body in a temporary file
 --- matrix: arrears_arrearage plain file
 
 
 
-=== TEST 81: arrears (400 Arrearage), stream, body in memory
+=== TEST 82: arrears (400 Arrearage), stream, body in memory
 --- matrix: arrears_arrearage stream memory
 
 
 
-=== TEST 82: arrears (400 Arrearage), stream, body in a temporary file
+=== TEST 83: arrears (400 Arrearage), stream, body in a temporary file
 --- matrix: arrears_arrearage stream file
 
 
 
-=== TEST 83: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in memory
+=== TEST 84: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in memory
 --- matrix: arrears_insufficient_quota plain memory
 
 
 
-=== TEST 84: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in a temporary file
+=== TEST 85: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in a temporary file
 --- matrix: arrears_insufficient_quota plain file
 
 
 
-=== TEST 85: arrears (429 insufficient_quota): no wait, no retry there, stream, body in memory
+=== TEST 86: arrears (429 insufficient_quota): no wait, no retry there, stream, body in memory
 --- matrix: arrears_insufficient_quota stream memory
 
 
 
-=== TEST 86: arrears (429 insufficient_quota): no wait, no retry there, stream, body in a temporary file
+=== TEST 87: arrears (429 insufficient_quota): no wait, no retry there, stream, body in a temporary file
 --- matrix: arrears_insufficient_quota stream file
 
 
 
-=== TEST 87: moderation (400 data_inspection_failed): not retried by default, non-stream, body in memory
+=== TEST 88: moderation (400 data_inspection_failed): not retried by default, non-stream, body in memory
 --- matrix: moderation plain memory
 
 
 
-=== TEST 88: moderation (400 data_inspection_failed): not retried by default, non-stream, body in a temporary file
+=== TEST 89: moderation (400 data_inspection_failed): not retried by default, non-stream, body in a temporary file
 --- matrix: moderation plain file
 
 
 
-=== TEST 89: moderation (400 data_inspection_failed): not retried by default, stream, body in memory
+=== TEST 90: moderation (400 data_inspection_failed): not retried by default, stream, body in memory
 --- matrix: moderation stream memory
 
 
 
-=== TEST 90: moderation (400 data_inspection_failed): not retried by default, stream, body in a temporary file
+=== TEST 91: moderation (400 data_inspection_failed): not retried by default, stream, body in a temporary file
 --- matrix: moderation stream file
 
 
 
-=== TEST 91: moderation opted in: the next deployment of another provider, non-stream, body in memory
+=== TEST 92: moderation opted in: the next deployment of another provider, non-stream, body in memory
 --- matrix: moderation_opt_in plain memory
 
 
 
-=== TEST 92: moderation opted in: the next deployment of another provider, non-stream, body in a temporary file
+=== TEST 93: moderation opted in: the next deployment of another provider, non-stream, body in a temporary file
 --- matrix: moderation_opt_in plain file
 
 
 
-=== TEST 93: moderation opted in: the next deployment of another provider, stream, body in memory
+=== TEST 94: moderation opted in: the next deployment of another provider, stream, body in memory
 --- matrix: moderation_opt_in stream memory
 
 
 
-=== TEST 94: moderation opted in: the next deployment of another provider, stream, body in a temporary file
+=== TEST 95: moderation opted in: the next deployment of another provider, stream, body in a temporary file
 --- matrix: moderation_opt_in stream file

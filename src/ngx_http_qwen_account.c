@@ -23,8 +23,8 @@
 
 static void ngx_http_qwen_price(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
-static ngx_http_qwen_price_t *ngx_http_qwen_tier(ngx_http_qwen_model_t *m,
-    uint64_t prompt);
+static ngx_http_qwen_price_t *ngx_http_qwen_tier(
+    ngx_http_qwen_price_t *prices, ngx_uint_t n, uint64_t prompt);
 
 
 void
@@ -85,7 +85,8 @@ ngx_http_qwen_price(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
     uint64_t                prompt, cached, completion, sum;
     ngx_http_qwen_price_t  *tier;
 
-    if (ctx->entry == NULL || ctx->entry->nprices == 0) {
+    if (ctx->prices == NULL || ctx->nprices == 0) {
+        /* no deployment's prices, nor the catalogue entry's */
         ctx->unpriced = 1;
         return;
     }
@@ -96,7 +97,7 @@ ngx_http_qwen_price(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
     cached = ngx_min(ctx->tokens.cached, prompt);
 
     /* the whole request is billed at the tier of its input size */
-    tier = ngx_http_qwen_tier(ctx->entry, ctx->tokens.prompt);
+    tier = ngx_http_qwen_tier(ctx->prices, ctx->nprices, ctx->tokens.prompt);
 
     input_price = tier->input;
     cached_price = tier->cached_input >= 0 ? tier->cached_input : input_price;
@@ -120,19 +121,20 @@ ngx_http_qwen_price(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 
 
 static ngx_http_qwen_price_t *
-ngx_http_qwen_tier(ngx_http_qwen_model_t *m, uint64_t prompt)
+ngx_http_qwen_tier(ngx_http_qwen_price_t *prices, ngx_uint_t n,
+    uint64_t prompt)
 {
     ngx_uint_t  i;
 
-    for (i = 0; i < m->nprices - 1; i++) {
-        if (prompt <= m->prices[i].up_to) {
+    for (i = 0; i < n - 1; i++) {
+        if (prompt <= prices[i].up_to) {
             break;
         }
     }
 
     /* past the last tier's bound: the last tier */
 
-    return &m->prices[i];
+    return &prices[i];
 }
 
 

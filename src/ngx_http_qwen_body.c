@@ -41,6 +41,8 @@ static ngx_int_t ngx_http_qwen_rewrite_body(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, qwen_json_scan_t *scan, ngx_chain_t *body);
 static ngx_chain_t *ngx_http_qwen_body_in_memory(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_qwen_body_set(ngx_http_request_t *r,
+    ngx_chain_t *out, off_t len);
 static ngx_chain_t *ngx_http_qwen_body_splice(ngx_http_request_t *r,
     ngx_chain_t *in, qwen_edit_plan_t *plan, off_t *len);
 static int ngx_http_qwen_splice_emit(void *data, const unsigned char *p,
@@ -167,6 +169,17 @@ ngx_http_qwen_body_process(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
     if (ngx_http_qwen_rewrite_body(r, ctx, &scan, body) != NGX_OK) {
         goto server_error;
+    }
+
+    if (qlcf->failover || (ctx->entry && ctx->entry->deployments)) {
+        /* another deployment may want another model id in the body */
+        ctx->scan = ngx_palloc(r->pool, sizeof(qwen_json_scan_t));
+        if (ctx->scan == NULL) {
+            goto server_error;
+        }
+
+        ngx_memcpy(ctx->scan, &scan, sizeof(qwen_json_scan_t));
+        ctx->scan->cbuf = NULL;
     }
 
     return NGX_OK;
@@ -339,7 +352,6 @@ ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     u_char                    *text, *last;
     size_t                     text_len;
     ngx_chain_t               *out;
-    ngx_table_elt_t           *h;
     qwen_edit_plan_t           plan;
     ngx_http_qwen_loc_conf_t  *qlcf;
 
@@ -377,8 +389,12 @@ ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         ctx->usage_injected = 1;
     }
 
+    ctx->body_model = ctx->model;
+
     if (plan.n == 0) {
         /* the body stays as it is, even in its file */
+
+        ctx->body = r->request_body->bufs;
 
         if (body != r->request_body->bufs) {
             for ( /* void */ ; body; body = body->next) {
@@ -393,6 +409,100 @@ ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     if (out == NULL) {
         return NGX_ERROR;
     }
+
+    ctx->body = body;
+
+    return ngx_http_qwen_body_set(r, out, len);
+}
+
+
+/*
+ * The body of another attempt, for a deployment whose model id is not
+ * the one in the body now: spliced again from the client's body, which
+ * is kept as read (a body still in its file is read into memory then,
+ * once, as for the first rewrite).
+ */
+
+ngx_int_t
+ngx_http_qwen_body_retarget(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_str_t *model)
+{
+    off_t                      len;
+    u_char                    *text, *last;
+    size_t                     text_len;
+    ngx_chain_t               *cl, *body, *out;
+    qwen_edit_plan_t           plan;
+    ngx_http_qwen_loc_conf_t  *qlcf;
+
+    if (ctx->body_model.len == model->len
+        && ngx_strncmp(ctx->body_model.data, model->data, model->len) == 0)
+    {
+        return NGX_OK;
+    }
+
+    if (ctx->scan == NULL || ctx->body == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "qwen: the body cannot be rewritten for model \"%V\"",
+                      model);
+        return NGX_ERROR;
+    }
+
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    body = ngx_http_qwen_body_in_memory(r, ctx->body);
+    if (body == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->body = body;
+
+    text = NULL;
+    text_len = 0;
+
+    if (!qwen_edit_model_kept(ctx->scan, model->data, model->len)) {
+        text_len = qwen_json_escaped_len(model->data, model->len);
+        text = ngx_pnalloc(r->pool, text_len);
+        if (text == NULL) {
+            return NGX_ERROR;
+        }
+
+        last = qwen_json_escape(text, model->data, model->len);
+        text_len = last - text;
+    }
+
+    qwen_edit_plan(&plan, ctx->scan, text, text_len, ctx->stream,
+                   qlcf->inject_usage);
+
+    if (plan.n == 0) {
+        /* the client's body as it came */
+        len = 0;
+
+        for (cl = body; cl; cl = cl->next) {
+            len += ngx_buf_size(cl->buf);
+        }
+
+        out = body;
+
+    } else {
+        out = ngx_http_qwen_body_splice(r, body, &plan, &len);
+        if (out == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->body_model = *model;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "qwen body for model \"%V\", %O bytes", model, len);
+
+    return ngx_http_qwen_body_set(r, out, len);
+}
+
+
+static ngx_int_t
+ngx_http_qwen_body_set(ngx_http_request_t *r, ngx_chain_t *out, off_t len)
+{
+    ngx_table_elt_t  *h;
 
     r->request_body->bufs = out;
     r->headers_in.content_length_n = len;
@@ -410,10 +520,6 @@ ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         h->value.len = ngx_sprintf(h->value.data, "%O", len)
                        - h->value.data;
     }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "qwen body rewritten, %O bytes from %O",
-                   len, (off_t) scan->offset);
 
     return NGX_OK;
 }

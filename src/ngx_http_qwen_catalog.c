@@ -35,6 +35,12 @@ static char *ngx_http_qwen_catalog_load_model(ngx_conf_t *cf,
     ngx_http_qwen_main_conf_t *qmcf, cJSON *item, ngx_uint_t index);
 static char *ngx_http_qwen_catalog_load_prices(ngx_conf_t *cf,
     ngx_http_qwen_model_t *model, cJSON *pricing);
+static char *ngx_http_qwen_catalog_load_deployments(ngx_conf_t *cf,
+    ngx_http_qwen_model_t *model, cJSON *list);
+static char *ngx_http_qwen_json_time(cJSON *v, ngx_msec_t *msec);
+static ngx_int_t ngx_http_qwen_deploy_add(ngx_conf_t *cf,
+    ngx_http_qwen_model_t *model, ngx_str_t *region, ngx_str_t *id,
+    ngx_uint_t weight);
 static char *ngx_http_qwen_json_price(cJSON *item, const char *name,
     int64_t *value);
 static char *ngx_http_qwen_json_str(ngx_conf_t *cf, cJSON *item,
@@ -251,6 +257,8 @@ ngx_http_qwen_catalog_load_model(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    model->first_byte_timeout = NGX_CONF_UNSET_MSEC;
+
     rv = ngx_http_qwen_json_str(cf, item, "id", &model->id);
     if (rv != NGX_CONF_OK) {
         return rv;
@@ -315,6 +323,24 @@ ngx_http_qwen_catalog_load_model(ngx_conf_t *cf,
         }
     }
 
+    v = cJSON_GetObjectItemCaseSensitive(item, "first_byte_timeout");
+
+    if (v != NULL) {
+        rv = ngx_http_qwen_json_time(v, &model->first_byte_timeout);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+    }
+
+    v = cJSON_GetObjectItemCaseSensitive(item, "deployments");
+
+    if (v != NULL) {
+        rv = ngx_http_qwen_catalog_load_deployments(cf, model, v);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+    }
+
     if (ngx_http_qwen_catalog_add_name(cf, qmcf, &model->id, model,
                                        "the catalogue file")
         != NGX_OK)
@@ -352,6 +378,187 @@ ngx_http_qwen_catalog_load_model(ngx_conf_t *cf,
     *mp = model;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * "deployments": [{"region": "singapore", "model": "qwen-plus",
+ *                  "pricing": ..., "weight": 2}, ...]
+ */
+
+static char *
+ngx_http_qwen_catalog_load_deployments(ngx_conf_t *cf,
+    ngx_http_qwen_model_t *model, cJSON *list)
+{
+    char                        *rv;
+    cJSON                       *item, *v;
+    ngx_str_t                    region, id;
+    ngx_uint_t                   weight;
+    ngx_http_qwen_model_t        prices;
+    ngx_http_qwen_deployment_t  *d;
+
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+        return "\"deployments\" must be a non-empty array";
+    }
+
+    if (cJSON_GetArraySize(list) > NGX_HTTP_QWEN_MAX_CHAIN) {
+        return "\"deployments\" may hold at most 16 deployments";
+    }
+
+    cJSON_ArrayForEach(item, list) {
+
+        if (!cJSON_IsObject(item)) {
+            return "a deployment must be an object";
+        }
+
+        rv = ngx_http_qwen_json_str(cf, item, "region", &region);
+        if (rv != NGX_CONF_OK || region.len == 0) {
+            return "a deployment needs \"region\", a qwen_region name";
+        }
+
+        ngx_str_null(&id);
+
+        if (cJSON_GetObjectItemCaseSensitive(item, "model")) {
+            rv = ngx_http_qwen_json_str(cf, item, "model", &id);
+            if (rv != NGX_CONF_OK || id.len == 0) {
+                return "a deployment's \"model\" must be a model id";
+            }
+        }
+
+        weight = 0;
+        v = cJSON_GetObjectItemCaseSensitive(item, "weight");
+
+        if (v != NULL) {
+            if (!cJSON_IsNumber(v) || v->valuedouble < 1
+                || v->valuedouble > 1000
+                || v->valuedouble != (double) (ngx_uint_t) v->valuedouble)
+            {
+                return "a deployment's \"weight\" must be a whole number "
+                       "from 1 to 1000";
+            }
+
+            weight = (ngx_uint_t) v->valuedouble;
+        }
+
+        if (ngx_http_qwen_deploy_add(cf, model, &region, &id, weight)
+            != NGX_OK)
+        {
+            return "a deployment's model id has a control character, or "
+                   "the region is named twice";
+        }
+
+        d = model->deployments->elts;
+        d = &d[model->deployments->nelts - 1];
+
+        v = cJSON_GetObjectItemCaseSensitive(item, "pricing");
+
+        if (v != NULL) {
+            ngx_memzero(&prices, sizeof(ngx_http_qwen_model_t));
+
+            rv = ngx_http_qwen_catalog_load_prices(cf, &prices, v);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            d->prices = prices.prices;
+            d->nprices = prices.nprices;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_deploy_add(ngx_conf_t *cf, ngx_http_qwen_model_t *model,
+    ngx_str_t *region, ngx_str_t *id, ngx_uint_t weight)
+{
+    size_t                       i;
+    ngx_uint_t                   k;
+    ngx_http_qwen_deployment_t  *d;
+
+    for (i = 0; i < id->len; i++) {
+        if (id->data[i] < 0x20 || id->data[i] == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < region->len; i++) {
+        if (region->data[i] <= 0x20 || region->data[i] == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (model->deployments == NULL) {
+        model->deployments = ngx_array_create(cf->pool, 4,
+                                          sizeof(ngx_http_qwen_deployment_t));
+        if (model->deployments == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (model->deployments->nelts >= NGX_HTTP_QWEN_MAX_CHAIN) {
+        return NGX_ERROR;
+    }
+
+    d = model->deployments->elts;
+
+    for (k = 0; k < model->deployments->nelts; k++) {
+        if (d[k].region_name.len == region->len
+            && ngx_strncmp(d[k].region_name.data, region->data, region->len)
+               == 0
+            && ((d[k].model.len == id->len
+                 && ngx_strncmp(d[k].model.data, id->data, id->len) == 0)))
+        {
+            /* the same deployment twice */
+            return NGX_ERROR;
+        }
+    }
+
+    d = ngx_array_push(model->deployments);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(d, sizeof(ngx_http_qwen_deployment_t));
+
+    d->region_name = *region;
+    d->model = *id;
+    d->weight = weight;
+
+    return NGX_OK;
+}
+
+
+/* a time: a number of seconds, or a string nginx reads ("500ms", "20s") */
+
+static char *
+ngx_http_qwen_json_time(cJSON *v, ngx_msec_t *msec)
+{
+    ngx_str_t   s;
+    ngx_msec_t  t;
+
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0
+        && v->valuedouble <= 86400)
+    {
+        *msec = (ngx_msec_t) (v->valuedouble * 1000);
+        return NGX_CONF_OK;
+    }
+
+    if (cJSON_IsString(v)) {
+        s.data = (u_char *) v->valuestring;
+        s.len = ngx_strlen(v->valuestring);
+
+        t = ngx_parse_time(&s, 0);
+
+        if (t != (ngx_msec_t) NGX_ERROR) {
+            *msec = t;
+            return NGX_CONF_OK;
+        }
+    }
+
+    return "\"first_byte_timeout\" must be a number of seconds or a time "
+           "such as \"500ms\" or \"20s\"";
 }
 
 
@@ -497,7 +704,8 @@ ngx_http_qwen_json_str(ngx_conf_t *cf, cJSON *item, const char *name,
 /*
  * qwen_model id [alias=name]... [provider=p] [regions=a,b] [context=n]
  *            [input=usd] [output=usd] [cached_input=usd]
- *            [thinking_output=usd];
+ *            [thinking_output=usd] [deploy=region[:model-id]]...
+ *            [first_byte_timeout=time];
  */
 
 char *
@@ -505,9 +713,10 @@ ngx_http_qwen_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_qwen_main_conf_t  *qmcf = conf;
 
+    u_char                 *colon;
     int64_t                *price;
     ngx_int_t               n;
-    ngx_str_t              *value, v, *aliases;
+    ngx_str_t              *value, v, *aliases, id;
     ngx_uint_t              i, naliases;
     ngx_http_qwen_price_t  *pr;
     ngx_http_qwen_model_t  *model, **mp;
@@ -524,6 +733,7 @@ ngx_http_qwen_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     model->id = value[1];
     model->provider = ngx_http_qwen_default_provider;
+    model->first_byte_timeout = NGX_CONF_UNSET_MSEC;
 
     pr->input = -1;
     pr->output = -1;
@@ -561,6 +771,45 @@ ngx_http_qwen_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             model->regions = ngx_http_qwen_split_list(cf, value[i].data + 8,
                                                  value[i].data + value[i].len);
             if (model->regions == NULL) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "deploy=", 7) == 0) {
+            v.data = value[i].data + 7;
+            v.len = value[i].len - 7;
+            ngx_str_null(&id);
+
+            colon = ngx_strlchr(v.data, v.data + v.len, ':');
+
+            if (colon) {
+                id.data = colon + 1;
+                id.len = v.data + v.len - id.data;
+                v.len = colon - v.data;
+
+                if (id.len == 0) {
+                    goto invalid;
+                }
+            }
+
+            if (v.len == 0
+                || ngx_http_qwen_deploy_add(cf, model, &v, &id, 0) != NGX_OK)
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "first_byte_timeout=", 19) == 0) {
+            v.data = value[i].data + 19;
+            v.len = value[i].len - 19;
+
+            model->first_byte_timeout = ngx_parse_time(&v, 0);
+
+            if (model->first_byte_timeout == (ngx_msec_t) NGX_ERROR) {
                 goto invalid;
             }
 

@@ -307,11 +307,24 @@ mismatch:
 void
 ngx_http_qwen_credential_seal(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 {
+    ctx->sealed = 1;
+
+    ngx_http_qwen_credential_wipe(r);
+}
+
+
+/*
+ * Wipes what an evaluation left in the variable cache; the failover does
+ * it for an answer it holds back, whose attempt is over but after which
+ * another upstream request may be built.
+ */
+
+void
+ngx_http_qwen_credential_wipe(ngx_http_request_t *r)
+{
     ngx_uint_t                  i;
     ngx_http_variable_value_t  *v;
     ngx_http_qwen_main_conf_t  *qmcf;
-
-    ctx->sealed = 1;
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
 

@@ -24,6 +24,7 @@ ngx_http_qwen_error_set(ngx_http_qwen_error_t *err, ngx_uint_t status,
     err->code = code;
     err->param = param;
     err->allow = NULL;
+    err->retry_after = 0;
     err->message.data = message;
     err->message.len = len;
 }
@@ -32,16 +33,42 @@ ngx_http_qwen_error_set(ngx_http_qwen_error_t *err, ngx_uint_t status,
 ngx_int_t
 ngx_http_qwen_send_error(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
 {
-    size_t            len;
-    u_char           *p;
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
-    ngx_table_elt_t  *h;
+    ngx_int_t     rc;
+    ngx_chain_t  *out;
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    out = ngx_http_qwen_error_prepare(r, err);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, out);
+}
+
+
+/*
+ * Sets the answer's status and headers for the error and returns its
+ * body; the failover, which answers from inside the body filter, sends
+ * them on itself.
+ */
+
+ngx_chain_t *
+ngx_http_qwen_error_prepare(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
+{
+    size_t            len;
+    u_char           *p;
+    ngx_buf_t        *b;
+    ngx_chain_t      *out;
+    ngx_table_elt_t  *h;
 
     len = sizeof("{\"error\":{,,,}}\n") - 1
           + sizeof("\"message\":") - 1
@@ -53,8 +80,10 @@ ngx_http_qwen_send_error(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
           + (err->code ? ngx_strlen(err->code) + 2 : 4);
 
     b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    out = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || out == NULL) {
+        return NULL;
     }
 
     p = ngx_cpymem(b->last, "{\"error\":{\"message\":",
@@ -72,6 +101,9 @@ ngx_http_qwen_send_error(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
+    out->buf = b;
+    out->next = NULL;
+
     r->headers_out.status = err->status;
     r->headers_out.content_length_n = b->last - b->pos;
     ngx_str_set(&r->headers_out.content_type, "application/json");
@@ -81,7 +113,7 @@ ngx_http_qwen_send_error(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
     if (err->allow) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
         }
 
         h->hash = 1;
@@ -93,16 +125,27 @@ ngx_http_qwen_send_error(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
 #endif
     }
 
-    rc = ngx_http_send_header(r);
+    if (err->retry_after) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NULL;
+        }
 
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
+        p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Retry-After");
+        h->value.data = p;
+        h->value.len = ngx_sprintf(p, "%T", err->retry_after) - p;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
     }
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return out;
 }
 
 

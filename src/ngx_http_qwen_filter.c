@@ -94,6 +94,14 @@ ngx_http_qwen_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    if (ctx->failover && !ctx->failover->passing) {
+        /* an answer that may make the gateway move on waits */
+        if (ngx_http_qwen_failover_header(r, ctx) == NGX_OK) {
+            ngx_http_qwen_credential_wipe(r);
+            return NGX_OK;
+        }
+    }
+
     /* no upstream request is built after this: the key is put away */
     ngx_http_qwen_credential_seal(r, ctx);
 
@@ -174,7 +182,15 @@ ngx_http_qwen_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_qwen_module);
 
-    if (ctx == NULL || ctx->usage == NULL) {
+    if (ctx == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->failover && ctx->failover->holding) {
+        return ngx_http_qwen_failover_body(r, ctx, in);
+    }
+
+    if (ctx->usage == NULL) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -191,6 +207,10 @@ ngx_http_qwen_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (in && ngx_http_qwen_strip(r, ctx, in, &out) != NGX_OK) {
             return NGX_ERROR;
+        }
+
+        if (ctx->sse) {
+            out = ngx_http_qwen_failover_cut(r, ctx, in, out);
         }
 
         rc = ngx_http_next_body_filter(r, out);
@@ -217,6 +237,26 @@ ngx_http_qwen_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
+    if (ctx->sse) {
+        in = ngx_http_qwen_failover_cut(r, ctx, in, in);
+    }
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+/* for the failover, which sends a held answer on itself */
+
+ngx_int_t
+ngx_http_qwen_next_header(ngx_http_request_t *r)
+{
+    return ngx_http_next_header_filter(r);
+}
+
+
+ngx_int_t
+ngx_http_qwen_next_body(ngx_http_request_t *r, ngx_chain_t *in)
+{
     return ngx_http_next_body_filter(r, in);
 }
 

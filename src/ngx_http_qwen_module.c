@@ -31,6 +31,11 @@ static ngx_conf_enum_t  ngx_http_qwen_unknown_model_policies[] = {
 };
 
 
+static ngx_conf_num_bounds_t  ngx_http_qwen_tries_bounds = {
+    ngx_conf_check_num_bounds, 1, NGX_HTTP_QWEN_MAX_CHAIN * 2
+};
+
+
 static ngx_command_t  ngx_http_qwen_commands[] = {
 
     { ngx_string("qwen_gateway"),
@@ -120,6 +125,69 @@ static ngx_command_t  ngx_http_qwen_commands[] = {
     { ngx_string("qwen_pass_client_header"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_qwen_pass_client_header,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_provider"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_qwen_region,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_failover"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, failover),
+      NULL },
+
+    { ngx_string("qwen_failover_on"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_qwen_failover_on,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_failover_tries"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, failover_tries),
+      &ngx_http_qwen_tries_bounds },
+
+    { ngx_string("qwen_failover_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, failover_timeout),
+      NULL },
+
+    { ngx_string("qwen_first_byte_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, first_byte_timeout),
+      NULL },
+
+    { ngx_string("qwen_retry_after_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, retry_after_max),
+      NULL },
+
+    { ngx_string("qwen_retry_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_qwen_retry_wait,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_qwen_cooldown,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -237,6 +305,10 @@ ngx_http_qwen_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_qwen_deployments_init(cf, qmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (ngx_http_qwen_models_build(cf, qmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
@@ -273,6 +345,18 @@ ngx_http_qwen_create_loc_conf(ngx_conf_t *cf)
     qlcf->region = NGX_CONF_UNSET_PTR;
     qlcf->pass_headers = NGX_CONF_UNSET_PTR;
 
+    qlcf->failover = NGX_CONF_UNSET;
+    qlcf->failover_on = NGX_CONF_UNSET_UINT;
+    qlcf->failover_tries = NGX_CONF_UNSET_UINT;
+    qlcf->failover_timeout = NGX_CONF_UNSET_MSEC;
+    qlcf->first_byte_timeout = NGX_CONF_UNSET_MSEC;
+    qlcf->retry_after_max = NGX_CONF_UNSET_MSEC;
+    qlcf->retry_wait_min = NGX_CONF_UNSET_MSEC;
+    qlcf->retry_wait_max = NGX_CONF_UNSET_MSEC;
+    qlcf->cooldown_transient = NGX_CONF_UNSET_MSEC;
+    qlcf->cooldown_auth = NGX_CONF_UNSET_MSEC;
+    qlcf->cooldown_arrears = NGX_CONF_UNSET_MSEC;
+
     return qlcf;
 }
 
@@ -293,6 +377,8 @@ ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                              16 * 1024 * 1024);
     ngx_conf_merge_ptr_value(conf->region, prev->region, NULL);
     ngx_conf_merge_ptr_value(conf->pass_headers, prev->pass_headers, NULL);
+
+    ngx_http_qwen_failover_merge(conf, prev);
 
     if (conf->gateway_file == NULL) {
         conf->gateway_file = prev->gateway_file;

@@ -40,6 +40,47 @@ typedef struct {
 } ngx_http_qwen_price_t;
 
 
+/* the outcome of an attempt: why the gateway moved on, or that it did not */
+typedef enum {
+    NGX_HTTP_QWEN_OUT_OK = 0,        /* answered, 2xx or 3xx */
+    NGX_HTTP_QWEN_OUT_CLIENT_ERROR,  /* answered, a 4xx that is the answer */
+    NGX_HTTP_QWEN_OUT_ERROR,         /* nginx's own 502: connect, send, read */
+    NGX_HTTP_QWEN_OUT_TIMEOUT,       /* nginx's own 504 */
+    NGX_HTTP_QWEN_OUT_FIRST_BYTE,    /* the first-byte budget ran out */
+    NGX_HTTP_QWEN_OUT_HTTP_500,
+    NGX_HTTP_QWEN_OUT_HTTP_502,
+    NGX_HTTP_QWEN_OUT_HTTP_503,
+    NGX_HTTP_QWEN_OUT_HTTP_504,
+    NGX_HTTP_QWEN_OUT_HTTP_429,
+    NGX_HTTP_QWEN_OUT_MODEL_NOT_FOUND,
+    NGX_HTTP_QWEN_OUT_AUTH,
+    NGX_HTTP_QWEN_OUT_ARREARS,
+    NGX_HTTP_QWEN_OUT_MODERATION,
+    NGX_HTTP_QWEN_OUT_CUT,           /* broke after the client got bytes */
+    NGX_HTTP_QWEN_OUTCOMES
+} ngx_http_qwen_outcome_e;
+
+
+typedef struct ngx_http_qwen_region_s  ngx_http_qwen_region_t;
+
+
+/*
+ * A deployment: a model at one provider/region, under the id it has
+ * there, with its own prices.  Its health is slot "health" of the health
+ * table (ngx_http_qwen_health.c).
+ */
+typedef struct {
+    ngx_str_t                     name;          /* "region/model-id" */
+    ngx_str_t                     region_name;
+    ngx_http_qwen_region_t       *region;        /* set at init */
+    ngx_str_t                     model;         /* upstream model id */
+    ngx_http_qwen_price_t        *prices;        /* NULL: the model's */
+    ngx_uint_t                    nprices;
+    ngx_uint_t                    weight;        /* 0: strict order */
+    ngx_uint_t                    health;
+} ngx_http_qwen_deployment_t;
+
+
 /* a model of the catalogue */
 typedef struct {
     ngx_str_t                     id;            /* upstream model id */
@@ -48,6 +89,9 @@ typedef struct {
     ngx_uint_t                    context;       /* tokens, 0: unknown */
     ngx_http_qwen_price_t        *prices;        /* tiers, ascending */
     ngx_uint_t                    nprices;
+    ngx_array_t                  *deployments;   /* written chain, or NULL */
+    ngx_array_t                  *implicit;      /* one per region, init */
+    ngx_msec_t                    first_byte_timeout; /* UNSET: location's */
 } ngx_http_qwen_model_t;
 
 
@@ -61,13 +105,14 @@ typedef struct {
 } ngx_http_qwen_pattern_t;
 
 
-/* a region (an endpoint with the key bound to it) */
-typedef struct ngx_http_qwen_region_s  ngx_http_qwen_region_t;
-
+/* a region, or any provider (an endpoint with the key bound to it) */
 struct ngx_http_qwen_region_s {
     ngx_str_t                     name;
     ngx_str_t                     url;           /* for proxy_pass */
     ngx_str_t                     host;          /* Host and TLS SNI */
+    ngx_str_t                     path;          /* $qwen_upstream_path */
+    ngx_array_t                  *headers;       /* ngx_keyval_t, or NULL */
+    ngx_http_qwen_deployment_t    other;         /* uncatalogued models */
     ngx_str_t                     provider;
     ngx_str_t                     credential;    /* "Bearer <key>", or "" */
     ngx_uint_t                    credential_kind; /* the header it goes in */
@@ -116,6 +161,7 @@ typedef struct {
 
 
 typedef struct ngx_http_qwen_zone_s  ngx_http_qwen_zone_t;
+typedef struct ngx_http_qwen_health_s  ngx_http_qwen_health_t;
 
 
 typedef struct {
@@ -132,6 +178,9 @@ typedef struct {
     ngx_array_t                   regions;       /* ngx_http_qwen_region_t */
 
     ngx_http_qwen_zone_t         *zone;          /* qwen_metrics_zone */
+
+    ngx_array_t                   deployments;   /* all, of deployment * */
+    ngx_http_qwen_health_t       *health;
 
     ngx_int_t                     credential_index[NGX_HTTP_QWEN_CREDENTIAL_KINDS];
 } ngx_http_qwen_main_conf_t;
@@ -158,6 +207,19 @@ typedef struct {
     ngx_array_t                  *pass_headers;  /* of ngx_str_t, or NULL */
     u_char                       *gateway_file;  /* where qwen_gateway is */
     ngx_uint_t                    gateway_line;
+
+    /* failover (ngx_http_qwen_failover.c) */
+    ngx_flag_t                    failover;
+    ngx_uint_t                    failover_on;   /* bits of outcomes */
+    ngx_uint_t                    failover_tries;
+    ngx_msec_t                    failover_timeout;
+    ngx_msec_t                    first_byte_timeout;
+    ngx_msec_t                    retry_after_max;
+    ngx_msec_t                    retry_wait_min;
+    ngx_msec_t                    retry_wait_max;
+    ngx_msec_t                    cooldown_transient;
+    ngx_msec_t                    cooldown_auth;
+    ngx_msec_t                    cooldown_arrears;
 } ngx_http_qwen_loc_conf_t;
 
 
@@ -168,8 +230,51 @@ typedef struct {
     const char                   *code;          /* NULL: null */
     const char                   *param;         /* NULL: null */
     const char                   *allow;         /* methods, with 405 */
+    time_t                        retry_after;   /* seconds, 0: none */
     ngx_str_t                     message;
 } ngx_http_qwen_error_t;
+
+
+#define NGX_HTTP_QWEN_MAX_CHAIN  16
+
+
+/* the request's failover: its chain and what happened along it */
+typedef struct {
+    ngx_http_qwen_deployment_t   *chain[NGX_HTTP_QWEN_MAX_CHAIN];
+    ngx_uint_t                    n;
+    ngx_uint_t                    tried;         /* bits of chain[] */
+    ngx_uint_t                    current;       /* index in chain[] */
+    ngx_uint_t                    attempts;      /* started */
+    ngx_uint_t                    retried;       /* 429 retry of current */
+    ngx_msec_t                    started;       /* the first attempt */
+    ngx_msec_t                    first_byte;    /* budget of attempts */
+    ngx_event_t                   timer;         /* wait or first byte */
+    ngx_str_t                     moves;         /* $qwen_failovers */
+    size_t                        moves_cap;
+    ngx_msec_t                    wait_until;    /* WAITING until then */
+    ngx_uint_t                    forced;        /* chain[] to take next */
+    ngx_str_t                     moderated;     /* provider that refused */
+    ngx_list_part_t              *headers_part;  /* the client's headers */
+    ngx_uint_t                    headers_nelts; /* end before ours */
+
+    /* an answer held back while the gateway decides */
+    ngx_buf_t                    *held;          /* its first bytes */
+    ngx_uint_t                    held_status;
+    ngx_uint_t                    outcome;       /* of the last attempt */
+    ngx_msec_t                    retry_after;   /* from the held answer */
+
+    unsigned                      enabled:1;
+    unsigned                      resuming:1;    /* the gateway's own entry */
+    unsigned                      force:1;       /* take chain[forced] */
+    unsigned                      first_byte_armed:1;
+    unsigned                      holding:1;     /* header held back */
+    unsigned                      own_error:1;   /* nginx's, not upstream's */
+    unsigned                      fired:1;       /* first-byte timer fired */
+    unsigned                      waiting_cooldown:1;
+    unsigned                      passing:1;     /* release: let through */
+    unsigned                      cut:1;         /* error event sent */
+    unsigned                      error_page:1;  /* r->error_page before */
+} ngx_http_qwen_failover_t;
 
 
 /* per request; found again after internal redirects, see get_ctx() */
@@ -179,11 +284,21 @@ typedef struct {
     ngx_str_t                     provider;
     ngx_http_qwen_model_t        *entry;         /* NULL: not catalogued */
     ngx_http_qwen_region_t       *region;
+    ngx_http_qwen_deployment_t   *deployment;    /* NULL before routing */
+    ngx_http_qwen_price_t        *prices;        /* of the deployment */
+    ngx_uint_t                    nprices;
     ngx_http_qwen_state_e         state;
     ngx_http_qwen_error_t         error;         /* with FAILED */
     ngx_uint_t                    method;        /* the client's, POST */
     ngx_str_t                     method_name;
     off_t                         body_limit;    /* when reading started */
+
+    /* the body as read, and how to splice another model id into it */
+    ngx_chain_t                  *body;          /* NULL: no failover */
+    qwen_json_scan_t             *scan;
+    ngx_str_t                     body_model;    /* the model in the body */
+
+    ngx_http_qwen_failover_t     *failover;      /* NULL: off */
 
     /* the answer, as the filters see it */
     qwen_usage_scan_t            *usage;         /* NULL: not read */
@@ -251,16 +366,63 @@ char *ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_qwen_regions_init(ngx_conf_t *cf,
     ngx_http_qwen_main_conf_t *qmcf);
 ngx_int_t ngx_http_qwen_region_select(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_region_t **region,
+    ngx_http_qwen_error_t *err);
+ngx_http_qwen_region_t *ngx_http_qwen_region_find(
+    ngx_http_qwen_main_conf_t *qmcf, ngx_str_t *name);
 
 /* ngx_http_qwen_request.c */
 ngx_int_t ngx_http_qwen_precontent_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_qwen_fail(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
+    ngx_http_qwen_error_t *err);
+
+/* ngx_http_qwen_failover.c */
+char *ngx_http_qwen_failover_on(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_qwen_retry_wait(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_qwen_cooldown(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_qwen_failover_merge(ngx_http_qwen_loc_conf_t *conf,
+    ngx_http_qwen_loc_conf_t *prev);
+ngx_int_t ngx_http_qwen_deployments_init(ngx_conf_t *cf,
+    ngx_http_qwen_main_conf_t *qmcf);
+ngx_int_t ngx_http_qwen_route(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+ngx_int_t ngx_http_qwen_failover_header(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
+ngx_int_t ngx_http_qwen_failover_body(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_chain_t *in);
+ngx_chain_t *ngx_http_qwen_failover_cut(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t *out);
+void ngx_http_qwen_failover_log(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
+const char *ngx_http_qwen_outcome_name(ngx_uint_t outcome);
+
+/* ngx_http_qwen_health.c */
+ngx_int_t ngx_http_qwen_health_init(ngx_conf_t *cf,
+    ngx_http_qwen_main_conf_t *qmcf);
+ngx_int_t ngx_http_qwen_health_init_zone(ngx_http_qwen_health_t *health,
+    ngx_slab_pool_t *shpool, void **shared, ngx_log_t *log);
+ngx_msec_t ngx_http_qwen_health_down(ngx_http_qwen_health_t *health,
+    ngx_http_qwen_deployment_t *d);
+void ngx_http_qwen_health_attempt(ngx_http_qwen_health_t *health,
+    ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t cooldown);
+void ngx_http_qwen_health_move(ngx_http_qwen_health_t *health,
+    ngx_http_qwen_deployment_t *from, ngx_http_qwen_deployment_t *to,
+    ngx_uint_t outcome, ngx_log_t *log);
+ngx_int_t ngx_http_qwen_health_prometheus(ngx_http_request_t *r,
+    ngx_http_qwen_health_t *health, ngx_chain_t ***ll);
+ngx_int_t ngx_http_qwen_health_json(ngx_http_request_t *r,
+    ngx_http_qwen_health_t *health, ngx_chain_t ***ll);
 
 /* ngx_http_qwen_body.c */
 ngx_int_t ngx_http_qwen_body_process(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, off_t limit, ngx_http_qwen_error_t *err);
 void ngx_http_qwen_body_too_large(ngx_http_request_t *r, off_t size,
     off_t limit, ngx_http_qwen_error_t *err);
+ngx_int_t ngx_http_qwen_body_retarget(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_str_t *model);
 
 /* ngx_http_qwen_headers.c */
 char *ngx_http_qwen_pass_client_header(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -275,6 +437,7 @@ ngx_int_t ngx_http_qwen_credential_kind(ngx_str_t *header,
     ngx_str_t *scheme);
 void ngx_http_qwen_credential_seal(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
+void ngx_http_qwen_credential_wipe(ngx_http_request_t *r);
 ngx_int_t ngx_http_qwen_credential_check(ngx_conf_t *cf,
     ngx_http_qwen_loc_conf_t *qlcf);
 
@@ -283,6 +446,8 @@ void ngx_http_qwen_error_set(ngx_http_qwen_error_t *err, ngx_uint_t status,
     const char *type, const char *code, const char *param, u_char *message,
     size_t len);
 ngx_int_t ngx_http_qwen_send_error(ngx_http_request_t *r,
+    ngx_http_qwen_error_t *err);
+ngx_chain_t *ngx_http_qwen_error_prepare(ngx_http_request_t *r,
     ngx_http_qwen_error_t *err);
 ngx_int_t ngx_http_qwen_read_only(ngx_http_request_t *r, const char *what);
 
@@ -293,6 +458,8 @@ ngx_int_t ngx_http_qwen_models_handler(ngx_http_request_t *r);
 
 /* ngx_http_qwen_filter.c */
 ngx_int_t ngx_http_qwen_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_qwen_next_header(ngx_http_request_t *r);
+ngx_int_t ngx_http_qwen_next_body(ngx_http_request_t *r, ngx_chain_t *in);
 
 /* ngx_http_qwen_account.c */
 void ngx_http_qwen_account(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx);
@@ -301,6 +468,8 @@ u_char *ngx_http_qwen_format_usd(u_char *p, uint64_t nano);
 /* ngx_http_qwen_shm.c */
 char *ngx_http_qwen_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+void ngx_http_qwen_zone_set_health(ngx_http_qwen_zone_t *zone,
+    ngx_http_qwen_health_t *health);
 ngx_uint_t ngx_http_qwen_metrics_commit(ngx_http_qwen_zone_t *zone,
     ngx_http_qwen_metric_key_t *k, ngx_http_qwen_counters_t *add,
     ngx_log_t *log);

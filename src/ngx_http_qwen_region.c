@@ -17,22 +17,23 @@
 
 #define NGX_HTTP_QWEN_NOT_AVAILABLE                                          \
     "The model is not available in any region this gateway serves."
-#define NGX_HTTP_QWEN_NO_KEY                                                 \
-    "The gateway has no API key for the upstream region."
 #define NGX_HTTP_QWEN_MISCONFIGURED  "The gateway is misconfigured."
 
 
 static ngx_int_t ngx_http_qwen_region_key_file(ngx_conf_t *cf,
     ngx_str_t *file, ngx_str_t *key);
-static ngx_http_qwen_region_t *ngx_http_qwen_region_find(
-    ngx_http_qwen_main_conf_t *qmcf, ngx_str_t *name);
 static ngx_int_t ngx_http_qwen_key_valid(ngx_str_t *key);
+static ngx_int_t ngx_http_qwen_header_sendable(ngx_str_t *name,
+    ngx_str_t *value);
 
 
 /*
  * qwen_region name url=scheme://host-or-upstream[:port] [host=name]
  *             [key_env=VAR]... [key_file=path] [key=secret]
- *             [provider=p] [without_key=region] [auth_header=name];
+ *             [provider=p] [without_key=region] [auth_header=name]
+ *             [path=/prefix] [header=Name:value]...;
+ *
+ * (also spelt qwen_provider: a region is a provider of DashScope's)
  *
  * The key sources are tried in the order written; the first that yields
  * a key wins.
@@ -44,7 +45,8 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_qwen_main_conf_t  *qmcf = conf;
 
     char                    *env;
-    u_char                  *p, *last;
+    u_char                  *p, *last, *colon;
+    ngx_keyval_t            *kv;
     ngx_str_t               *value, key, file, v, header, scheme;
     ngx_int_t                kind;
     ngx_uint_t               i, sources;
@@ -91,6 +93,74 @@ ngx_http_qwen_region(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "provider=", 9) == 0) {
             rg->provider.data = value[i].data + 9;
             rg->provider.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "path=", 5) == 0) {
+            rg->path.data = value[i].data + 5;
+            rg->path.len = value[i].len - 5;
+
+            if (rg->path.len == 0 || rg->path.data[0] != '/'
+                || rg->path.data[rg->path.len - 1] == '/')
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "region \"%V\": \"path=\" takes a path "
+                                   "that starts with \"/\" and does not end "
+                                   "with one, as \"/compatible-mode\"",
+                                   &rg->name);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "header=", 7) == 0) {
+            p = value[i].data + 7;
+            last = value[i].data + value[i].len;
+            colon = ngx_strlchr(p, last, ':');
+
+            if (colon == NULL || colon == p) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "region \"%V\": \"header=\" takes "
+                                   "\"Name:value\"", &rg->name);
+                return NGX_CONF_ERROR;
+            }
+
+            if (rg->headers == NULL) {
+                rg->headers = ngx_array_create(cf->pool, 2,
+                                               sizeof(ngx_keyval_t));
+                if (rg->headers == NULL) {
+                    return NGX_CONF_ERROR;
+                }
+            }
+
+            kv = ngx_array_push(rg->headers);
+            if (kv == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            kv->key.data = p;
+            kv->key.len = colon - p;
+            kv->value.data = colon + 1;
+            kv->value.len = last - colon - 1;
+
+            while (kv->value.len && kv->value.data[0] == ' ') {
+                kv->value.data++;
+                kv->value.len--;
+            }
+
+            if (ngx_http_qwen_header_sendable(&kv->key, &kv->value)
+                != NGX_OK)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "region \"%V\": header \"%V\" cannot be "
+                                   "sent: a name of letters, digits and "
+                                   "\"-\", a value without control "
+                                   "characters, and not a credential header",
+                                   &rg->name, &kv->key);
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 
@@ -290,6 +360,50 @@ ngx_http_qwen_region_key_file(ngx_conf_t *cf, ngx_str_t *file,
 }
 
 
+/*
+ * An extra header of a provider: a token name that is not one the
+ * gateway itself controls, and a value that cannot split the request.
+ */
+
+static ngx_int_t
+ngx_http_qwen_header_sendable(ngx_str_t *name, ngx_str_t *value)
+{
+    size_t  i;
+
+    static const char  *reserved[] = {
+        "authorization", "api-key", "x-api-key", "host", "content-length",
+        "transfer-encoding", "connection", NULL
+    };
+
+    for (i = 0; i < name->len; i++) {
+        if (!((name->data[i] >= 'a' && name->data[i] <= 'z')
+              || (name->data[i] >= 'A' && name->data[i] <= 'Z')
+              || (name->data[i] >= '0' && name->data[i] <= '9')
+              || name->data[i] == '-' || name->data[i] == '_'))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; reserved[i]; i++) {
+        if (name->len == ngx_strlen(reserved[i])
+            && ngx_strncasecmp(name->data, (u_char *) reserved[i], name->len)
+               == 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < value->len; i++) {
+        if (value->data[i] < 0x20 || value->data[i] == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_qwen_key_valid(ngx_str_t *key)
 {
@@ -343,7 +457,7 @@ ngx_http_qwen_regions_init(ngx_conf_t *cf, ngx_http_qwen_main_conf_t *qmcf)
 }
 
 
-static ngx_http_qwen_region_t *
+ngx_http_qwen_region_t *
 ngx_http_qwen_region_find(ngx_http_qwen_main_conf_t *qmcf, ngx_str_t *name)
 {
     ngx_uint_t               i;
@@ -364,7 +478,7 @@ ngx_http_qwen_region_find(ngx_http_qwen_main_conf_t *qmcf, ngx_str_t *name)
 
 
 /*
- * Picks the region of the request: qwen_default_region (the first region
+ * Picks the first region of the request: qwen_default_region (the first region
  * defined when it is not set), unless the model's catalogue entry pins
  * the model to regions that do not include it, in which case the first
  * of the model's regions that is defined here.
@@ -372,7 +486,7 @@ ngx_http_qwen_region_find(ngx_http_qwen_main_conf_t *qmcf, ngx_str_t *name)
 
 ngx_int_t
 ngx_http_qwen_region_select(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
-    ngx_http_qwen_error_t *err)
+    ngx_http_qwen_region_t **region, ngx_http_qwen_error_t *err)
 {
     ngx_str_t                   name, *pinned;
     ngx_uint_t                  i;
@@ -443,20 +557,9 @@ ngx_http_qwen_region_select(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         }
     }
 
-    found = found->target;
+    /* the key, and where a keyless region sends its requests: at routing */
 
-    if (found->credential.len == 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "qwen: region \"%V\" has no API key", &found->name);
-
-        ngx_http_qwen_error_set(err, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                "server_error", "no_upstream_key", NULL,
-                                (u_char *) NGX_HTTP_QWEN_NO_KEY,
-                                sizeof(NGX_HTTP_QWEN_NO_KEY) - 1);
-        return NGX_DECLINED;
-    }
-
-    ctx->region = found;
+    *region = found;
 
     return NGX_OK;
 

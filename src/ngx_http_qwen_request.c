@@ -39,8 +39,6 @@ static ngx_int_t ngx_http_qwen_read_failed(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
 static ngx_int_t ngx_http_qwen_ready(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
-static ngx_int_t ngx_http_qwen_fail(ngx_http_request_t *r,
-    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
 static off_t ngx_http_qwen_body_limit(ngx_http_request_t *r,
     ngx_http_qwen_loc_conf_t *qlcf);
 static off_t ngx_http_qwen_declared_length(ngx_http_request_t *r);
@@ -77,6 +75,10 @@ ngx_http_qwen_precontent_handler(ngx_http_request_t *r)
     case NGX_HTTP_QWEN_READY:
         return ngx_http_qwen_ready(r, ctx);
 
+    case NGX_HTTP_QWEN_WAITING:
+        /* the failover's timer brings it back; nothing to do before */
+        return NGX_DONE;
+
     case NGX_HTTP_QWEN_FAILED:
         /* answered already; an error_page chain brought it back */
         if (r->header_sent) {
@@ -85,7 +87,7 @@ ngx_http_qwen_precontent_handler(ngx_http_request_t *r)
 
         return ngx_http_qwen_fail(r, ctx, &ctx->error);
 
-    default: /* NGX_HTTP_QWEN_NEW, NGX_HTTP_QWEN_WAITING: not reached */
+    default: /* NGX_HTTP_QWEN_NEW: not reached */
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "qwen: request in unexpected state %d",
                       (int) ctx->state);
@@ -266,6 +268,7 @@ ngx_http_qwen_read_failed(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 static ngx_int_t
 ngx_http_qwen_ready(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 {
+    ngx_int_t              rc;
     ngx_http_qwen_error_t  err;
 
     if (r->method != ctx->method) {
@@ -283,7 +286,14 @@ ngx_http_qwen_ready(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 
     err.status = 0;
 
-    if (ngx_http_qwen_region_select(r, ctx, &err) != NGX_OK) {
+    rc = ngx_http_qwen_route(r, ctx, &err);
+
+    if (rc == NGX_DONE) {
+        /* waits for a deployment to come back: a timer resumes it */
+        return NGX_DONE;
+    }
+
+    if (rc != NGX_OK) {
         return ngx_http_qwen_fail(r, ctx, &err);
     }
 
@@ -305,7 +315,7 @@ ngx_http_qwen_ready(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
  * An error without a body is a plain 500.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_qwen_fail(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_http_qwen_error_t *err)
 {

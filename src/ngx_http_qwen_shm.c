@@ -21,6 +21,7 @@ typedef struct {
     size_t                        key_bytes;
     uint64_t                      evicted;
     time_t                        created;
+    void                         *health;        /* ngx_http_qwen_health.c */
 } ngx_http_qwen_shm_t;
 
 
@@ -40,6 +41,7 @@ struct ngx_http_qwen_zone_s {
     ngx_http_qwen_shm_t          *sh;
     ngx_slab_pool_t              *shpool;
     ngx_str_t                     name;
+    ngx_http_qwen_health_t       *health;        /* moves into the zone */
 };
 
 
@@ -128,14 +130,20 @@ ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         /* a reload: keep the counters */
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
-        return NGX_OK;
+
+        return ngx_http_qwen_health_init_zone(zone->health, zone->shpool,
+                                              &zone->sh->health,
+                                              shm_zone->shm.log);
     }
 
     zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         zone->sh = zone->shpool->data;
-        return NGX_OK;
+
+        return ngx_http_qwen_health_init_zone(zone->health, zone->shpool,
+                                              &zone->sh->health,
+                                              shm_zone->shm.log);
     }
 
     zone->sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_qwen_shm_t));
@@ -153,6 +161,7 @@ ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh->key_bytes = 0;
     zone->sh->evicted = 0;
     zone->sh->created = ngx_time();
+    zone->sh->health = NULL;
 
     len = sizeof(" in qwen_metrics_zone \"\"") + shm_zone->shm.name.len;
 
@@ -166,7 +175,17 @@ ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->shpool->log_nomem = 0;
 
-    return NGX_OK;
+    return ngx_http_qwen_health_init_zone(zone->health, zone->shpool,
+                                          &zone->sh->health,
+                                          shm_zone->shm.log);
+}
+
+
+void
+ngx_http_qwen_zone_set_health(ngx_http_qwen_zone_t *zone,
+    ngx_http_qwen_health_t *health)
+{
+    zone->health = health;
 }
 
 

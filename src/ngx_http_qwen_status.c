@@ -88,7 +88,7 @@ ngx_http_qwen_status_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
     ngx_uint_t                    n;
-    ngx_chain_t                  *out;
+    ngx_chain_t                  *out, *cl, **ll;
     ngx_http_qwen_snapshot_t      snap;
     ngx_http_qwen_loc_conf_t     *qlcf;
     ngx_http_qwen_main_conf_t    *qmcf;
@@ -122,9 +122,32 @@ ngx_http_qwen_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the deployments' health follows (ngx_http_qwen_health.c) */
+
+    ll = &out->next;
+
+    rc = (qlcf->status == NGX_HTTP_QWEN_STATUS_JSON)
+         ? ngx_http_qwen_health_json(r, qmcf->health, &ll)
+         : ngx_http_qwen_health_prometheus(r, qmcf->health, &ll);
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = out->buf->last - out->buf->pos;
+    r->headers_out.content_length_n = 0;
+
+    for (cl = out; cl; cl = cl->next) {
+        r->headers_out.content_length_n += cl->buf->last - cl->buf->pos;
+        cl->buf->last_buf = 0;
+        cl->buf->last_in_chain = 0;
+
+        if (cl->next == NULL) {
+            cl->buf->last_buf = (r == r->main);
+            cl->buf->last_in_chain = 1;
+        }
+    }
 
     rc = ngx_http_send_header(r);
 
@@ -540,7 +563,7 @@ ngx_http_qwen_json(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
         p = ngx_http_qwen_cpylit(p, "}}}");
     }
 
-    p = ngx_http_qwen_cpylit(p, "]}\n");
+    p = ngx_http_qwen_cpylit(p, "]");
 
     b->last = p;
     b->last_buf = (r == r->main);

@@ -28,6 +28,12 @@ static ngx_int_t ngx_http_qwen_variable_response_model(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_qwen_variable_incomplete(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_attempts(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_deployment(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_qwen_variable_failovers(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_http_qwen_ctx_t *ngx_http_qwen_settled(ngx_http_request_t *r);
 
 
@@ -61,6 +67,27 @@ static ngx_http_variable_t  ngx_http_qwen_vars[] = {
     { ngx_string("qwen_upstream_host"), NULL,
       ngx_http_qwen_variable_region_str,
       offsetof(ngx_http_qwen_region_t, host),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_upstream_path"), NULL,
+      ngx_http_qwen_variable_region_str,
+      offsetof(ngx_http_qwen_region_t, path),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_attempt"), NULL,
+      ngx_http_qwen_variable_attempts, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_attempts"), NULL,
+      ngx_http_qwen_variable_attempts, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_deployment"), NULL,
+      ngx_http_qwen_variable_deployment, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("qwen_failovers"), NULL,
+      ngx_http_qwen_variable_failovers, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("qwen_stream"), NULL,
@@ -176,6 +203,77 @@ ngx_http_qwen_variable_region_str(ngx_http_request_t *r,
 
     ngx_http_qwen_variable_set(v,
                            (ngx_str_t *) ((u_char *) ctx->region + data));
+
+    return NGX_OK;
+}
+
+
+/* the number of the attempt (while it is built), of attempts (after) */
+
+static ngx_int_t
+ngx_http_qwen_variable_attempts(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char               *p;
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->failover == NULL
+        || ctx->failover->attempts == 0)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+    v->len = ngx_sprintf(p, "%ui", ctx->failover->attempts) - p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_variable_deployment(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->deployment == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_qwen_variable_set(v, &ctx->deployment->name);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_qwen_variable_failovers(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_qwen_ctx_t  *ctx;
+
+    ctx = ngx_http_qwen_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->failover == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_qwen_variable_set(v, &ctx->failover->moves);
 
     return NGX_OK;
 }

@@ -307,8 +307,9 @@ ngx_http_qwen_failover_merge(ngx_http_qwen_loc_conf_t *conf,
 /*
  * After the catalogue and the regions: every deployment gets its region
  * and a name, and its slot in the health table.  A model without a
- * written chain has one implicit deployment per region it may be sent
- * to; a model outside the catalogue goes to its region's "other".
+ * written chain but pinned to regions has one implicit deployment per
+ * region; any other model goes to the region itself, a deployment named
+ * after the region that sends the model as resolved.
  */
 
 ngx_int_t
@@ -336,16 +337,8 @@ ngx_http_qwen_deployments_init(ngx_conf_t *cf,
 
         d->region = &rg[i];
         d->region_name = rg[i].name;
+        d->name = rg[i].name;
         ngx_str_null(&d->model);
-
-        d->name.len = rg[i].name.len + sizeof("/other") - 1;
-        d->name.data = ngx_pnalloc(cf->pool, d->name.len);
-        if (d->name.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(ngx_cpymem(d->name.data, rg[i].name.data, rg[i].name.len),
-                   "/other", sizeof("/other") - 1);
     }
 
     models = qmcf->models.elts;
@@ -353,28 +346,23 @@ ngx_http_qwen_deployments_init(ngx_conf_t *cf,
     for (i = 0; i < qmcf->models.nelts; i++) {
         m = models[i];
 
-        if (m->deployments == NULL) {
-            /* one per region the model may go to, in the regions' order */
+        if (m->deployments == NULL && m->regions) {
+            /* one per region the model is pinned to, in that order */
 
-            n = m->regions ? m->regions->nelts : qmcf->regions.nelts;
+            pinned = m->regions->elts;
+            n = m->regions->nelts;
 
-            m->implicit = ngx_array_create(cf->pool, n ? n : 1,
+            m->implicit = ngx_array_create(cf->pool, n,
                                            sizeof(ngx_http_qwen_deployment_t));
             if (m->implicit == NULL) {
                 return NGX_ERROR;
             }
 
             for (j = 0; j < n; j++) {
-                if (m->regions) {
-                    pinned = m->regions->elts;
-                    region = ngx_http_qwen_region_find(qmcf, &pinned[j]);
+                region = ngx_http_qwen_region_find(qmcf, &pinned[j]);
 
-                    if (region == NULL) {
-                        continue;
-                    }
-
-                } else {
-                    region = &rg[j];
+                if (region == NULL) {
+                    continue;
                 }
 
                 d = ngx_array_push(m->implicit);
@@ -624,7 +612,7 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
             return rc;
         }
 
-        if (ctx->entry == NULL) {
+        if (ctx->entry == NULL || ctx->entry->implicit == NULL) {
             fo->chain[fo->n++] = &first->other;
 
         } else {
@@ -643,7 +631,7 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                 fo->chain[fo->n++] = &first->other;
             }
 
-            for (i = 0; ctx->entry->regions && i < n; i++) {
+            for (i = 0; i < n; i++) {
                 if (d[i].region != first
                     && fo->n < NGX_HTTP_QWEN_MAX_CHAIN)
                 {
@@ -1813,6 +1801,7 @@ ngx_http_qwen_failover_cut(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_chain_t *in, ngx_chain_t *out)
 {
     ngx_buf_t                  *b;
+    ngx_uint_t                  flush;
     ngx_chain_t                *cl;
     ngx_http_upstream_t        *u;
     ngx_http_qwen_failover_t   *fo;
@@ -1828,10 +1817,27 @@ ngx_http_qwen_failover_cut(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         return out;
     }
 
+    /*
+     * Only the upstream module's flush after an error is a chain without
+     * data, with a flush and no last buffer, once the upstream is done:
+     * after a normal end, nginx's copy filter may still bring buffered
+     * parts of the answer from a temporary file, with data.
+     */
+
+    flush = 0;
+
     for (cl = in; cl; cl = cl->next) {
-        if (cl->buf->last_buf) {
+        if (cl->buf->last_buf || ngx_buf_size(cl->buf)) {
             return out;
         }
+
+        if (cl->buf->flush) {
+            flush = 1;
+        }
+    }
+
+    if (!flush) {
+        return out;
     }
 
     fo->cut = 1;

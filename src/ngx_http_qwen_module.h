@@ -112,7 +112,7 @@ struct ngx_http_qwen_region_s {
     ngx_str_t                     host;          /* Host and TLS SNI */
     ngx_str_t                     path;          /* $qwen_upstream_path */
     ngx_array_t                  *headers;       /* ngx_keyval_t, or NULL */
-    ngx_http_qwen_deployment_t    other;         /* uncatalogued models */
+    ngx_http_qwen_deployment_t    other;         /* the region itself */
     ngx_str_t                     provider;
     ngx_str_t                     credential;    /* "Bearer <key>", or "" */
     ngx_uint_t                    credential_kind; /* the header it goes in */

@@ -226,15 +226,16 @@ upstream timed out
 
 
 
-=== TEST 8: a stream cut by the upstream ends the client's stream
+=== TEST 8: a stream cut by the upstream ends the client's stream with an error event
 --- more_headers
 X-Mock-Fault: cut:3
 --- request eval
 "POST /v1/chat/completions HTTP/1.0\n" . '{"model":"qwen-plus","stream":true}'
 --- response_body_like eval
-qr/\A(data: \{[^\n]*\n\n){3}\z/s
+qr/\A(data: \{"id[^\n]*\n\n){3}data: \{"error":\{"message":"The upstream connection was lost before the answer was complete\.","type":"server_error","param":null,"code":"stream_interrupted"\}\}\n\n\z/s
 --- error_log
 upstream prematurely closed connection
+broke after the client got part of it
 --- no_error_log
 [alert]
 [crit]

@@ -293,13 +293,13 @@ qwen-usage qwen-plus p=- c=- t=- k=- r=- cost=- inc=0 rm=qwen-plus
 
 
 
-=== TEST 18: a stream cut by the upstream is recorded as incomplete, once
+=== TEST 18: a stream cut by the upstream is recorded as incomplete, once; the client gets an error event
 --- more_headers
 X-Mock-Fault: cut:3
 --- request eval
 "POST /v1/chat/completions HTTP/1.0\n" . '{"model":"qwen-plus","stream":true}'
 --- response_body_like eval
-qr/\A(data: \{[^\n]*\n\n){3}\z/
+qr/\A(data: \{"id[^\n]*\n\n){3}data: \{"error":\{[^\n]*"code":"stream_interrupted"\}\}\n\n\z/
 --- grep_error_log eval
 qr/qwen: incomplete answer[^,]*/
 --- grep_error_log_out

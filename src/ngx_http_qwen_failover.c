@@ -318,7 +318,7 @@ ngx_http_qwen_deployments_init(ngx_conf_t *cf,
 {
     u_char                       *p;
     ngx_str_t                    *pinned;
-    ngx_uint_t                    i, j, k, n;
+    ngx_uint_t                    i, j, k, n, h;
     ngx_http_qwen_model_t       **models, *m;
     ngx_http_qwen_region_t       *rg, *region;
     ngx_http_qwen_deployment_t   *d, **dp;
@@ -418,6 +418,24 @@ ngx_http_qwen_deployments_init(ngx_conf_t *cf,
                                d[j].region_name.len);
                 *p++ = '/';
                 ngx_memcpy(p, d[j].model.data, d[j].model.len);
+
+                /* the same deployment in two chains: one health */
+
+                dp = qmcf->deployments.elts;
+
+                for (h = 0; h < qmcf->deployments.nelts; h++) {
+                    if (dp[h]->name.len == d[j].name.len
+                        && ngx_strncmp(dp[h]->name.data, d[j].name.data,
+                                       d[j].name.len) == 0)
+                    {
+                        break;
+                    }
+                }
+
+                if (h < qmcf->deployments.nelts) {
+                    d[j].health = dp[h]->health;
+                    continue;
+                }
 
                 dp = ngx_array_push(&qmcf->deployments);
                 if (dp == NULL) {
@@ -560,10 +578,19 @@ ngx_http_qwen_route(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         return NGX_DONE;
     }
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "qwen: every deployment of model \"%V\" cools down "
-                  "(\"%V\" is back in %M ms): request refused",
-                  &ctx->model, &fo->chain[soonest]->name, wait);
+    if (soonest != NGX_HTTP_QWEN_NONE) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "qwen: every deployment of model \"%V\" is out "
+                      "(\"%V\" is back in %M ms): request refused",
+                      &ctx->model, &fo->chain[soonest]->name, wait);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "qwen: every deployment of model \"%V\" is out "
+                      "(a refused key, arrears, a missing model): request "
+                      "refused", &ctx->model);
+        wait = 0;
+    }
 
     ngx_http_qwen_error_set(err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
                             "all_deployments_cooling_down", NULL,
@@ -697,15 +724,20 @@ ngx_http_qwen_chain_spread(ngx_http_qwen_failover_t *fo)
 
 
 /*
- * The first deployment not tried yet that is up; NONE when there is
- * none, with the one back soonest and how long it still cools down.
+ * The deployment to try next, of those not tried yet: the first that is
+ * up; else the first that cools down after a transient failure (an
+ * error, a timeout, a 5xx: tried anyway, since nothing better is left,
+ * and the outage may be over); else NONE, with the one back soonest of
+ * those a 429 cooled down (a backoff the upstream asked for, which the
+ * request may wait out) and how long that is.  Deployments out for a
+ * broken key, arrears or a missing model are not tried.
  */
 
 static ngx_uint_t
 ngx_http_qwen_next(ngx_http_request_t *r, ngx_http_qwen_failover_t *fo,
     ngx_uint_t *soonest, ngx_msec_t *wait)
 {
-    ngx_uint_t                   i;
+    ngx_uint_t                   i, reason, probe;
     ngx_msec_t                   down;
     ngx_http_qwen_region_t      *region;
     ngx_http_qwen_main_conf_t   *qmcf;
@@ -714,6 +746,7 @@ ngx_http_qwen_next(ngx_http_request_t *r, ngx_http_qwen_failover_t *fo,
 
     *soonest = NGX_HTTP_QWEN_NONE;
     *wait = 0;
+    probe = NGX_HTTP_QWEN_NONE;
 
     for (i = 0; i < fo->n; i++) {
 
@@ -732,19 +765,36 @@ ngx_http_qwen_next(ngx_http_request_t *r, ngx_http_qwen_failover_t *fo,
             continue;
         }
 
-        down = ngx_http_qwen_health_down(qmcf->health, fo->chain[i]);
+        down = ngx_http_qwen_health_down(qmcf->health, fo->chain[i],
+                                         &reason);
 
         if (down == 0) {
             return i;
         }
 
-        if (*soonest == NGX_HTTP_QWEN_NONE || down < *wait) {
-            *soonest = i;
-            *wait = down;
+        switch (reason) {
+
+        case NGX_HTTP_QWEN_OUT_HTTP_429:
+            if (*soonest == NGX_HTTP_QWEN_NONE || down < *wait) {
+                *soonest = i;
+                *wait = down;
+            }
+
+            break;
+
+        case NGX_HTTP_QWEN_OUT_AUTH:
+        case NGX_HTTP_QWEN_OUT_ARREARS:
+        case NGX_HTTP_QWEN_OUT_MODEL_NOT_FOUND:
+            break;
+
+        default:
+            if (probe == NGX_HTTP_QWEN_NONE) {
+                probe = i;
+            }
         }
     }
 
-    return NGX_HTTP_QWEN_NONE;
+    return probe;
 }
 
 

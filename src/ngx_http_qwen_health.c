@@ -285,22 +285,31 @@ ngx_http_qwen_health_adopt(ngx_http_qwen_health_table_t *t,
 }
 
 
-/* 0 when the deployment may be tried, else the milliseconds it is out */
+/*
+ * 0 when the deployment may be tried, else the milliseconds it is out
+ * and why (read without a lock: a reason of a moment before is fine)
+ */
 
 ngx_msec_t
 ngx_http_qwen_health_down(ngx_http_qwen_health_t *health,
-    ngx_http_qwen_deployment_t *d)
+    ngx_http_qwen_deployment_t *d, ngx_uint_t *reason)
 {
-    ngx_msec_int_t  left;
+    ngx_msec_t                    until;
+    ngx_msec_int_t                left;
+    ngx_http_qwen_health_slot_t  *s;
 
     if (health == NULL || d->health >= health->table->nslots) {
         return 0;
     }
 
-    left = (ngx_msec_int_t)
-           (health->table->slots[d->health].until - ngx_current_msec);
+    s = &health->table->slots[d->health];
 
-    return (health->table->slots[d->health].until && left > 0) ? left : 0;
+    until = s->until;
+    *reason = s->reason;
+
+    left = (ngx_msec_int_t) (until - ngx_current_msec);
+
+    return (until && left > 0) ? (ngx_msec_t) left : 0;
 }
 
 

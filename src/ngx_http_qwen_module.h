@@ -405,7 +405,7 @@ ngx_int_t ngx_http_qwen_health_init(ngx_conf_t *cf,
 ngx_int_t ngx_http_qwen_health_init_zone(ngx_http_qwen_health_t *health,
     ngx_slab_pool_t *shpool, void **shared, ngx_log_t *log);
 ngx_msec_t ngx_http_qwen_health_down(ngx_http_qwen_health_t *health,
-    ngx_http_qwen_deployment_t *d);
+    ngx_http_qwen_deployment_t *d, ngx_uint_t *reason);
 void ngx_http_qwen_health_attempt(ngx_http_qwen_health_t *health,
     ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t cooldown);
 void ngx_http_qwen_health_move(ngx_http_qwen_health_t *health,

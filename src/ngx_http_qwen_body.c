@@ -412,6 +412,10 @@ ngx_http_qwen_rewrite_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
     ctx->body = body;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "qwen body rewritten, %O bytes from %O",
+                   len, (off_t) scan->offset);
+
     return ngx_http_qwen_body_set(r, out, len);
 }
 

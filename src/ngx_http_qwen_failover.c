@@ -545,6 +545,10 @@ ngx_http_qwen_route(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     }
 
     fo->resuming = 0;
+    fo->holding = 0;
+    fo->passing = 0;
+    fo->own_error = 0;
+    fo->fired = 0;
 
     if (fo->force) {
         fo->force = 0;
@@ -1011,10 +1015,19 @@ ngx_http_qwen_failover_header(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
 
+    if (status < NGX_HTTP_BAD_REQUEST) {
+        fo->outcome = NGX_HTTP_QWEN_OUT_OK;
+
+    } else {
+        /* without failover: counted by its status (the body is not read) */
+        fo->own_error = own;
+        fo->held_status = status;
+        fo->held = NULL;
+        fo->outcome = ngx_http_qwen_classify(r, fo);
+    }
+
     ngx_http_qwen_health_attempt(qmcf->health, ctx->deployment,
-                                 status < NGX_HTTP_BAD_REQUEST
-                                 ? NGX_HTTP_QWEN_OUT_OK
-                                 : NGX_HTTP_QWEN_OUT_CLIENT_ERROR, 0);
+                                 fo->outcome, 0);
 
     fo->passing = 1;
     r->error_page = fo->error_page;

@@ -193,6 +193,7 @@ my $ok_body = qr/"content":"Mock reply from sg-chat\."/;
 
     my $got = read_all($s, 6);
     my $total = time - $t0;
+    close $s;    # (nginx logs the request once the client is gone)
     like($got, qr{\AHTTP/1\.1 200 }, 'the waiting request is answered after its wait');
     like($got, qr{^X-Qwen-Deployment: sg/sg-chat\r$}mi, 'by the same deployment');
     like($got, $ok_body, 'with its answer');
@@ -284,6 +285,7 @@ my $ok_body = qr/"content":"Mock reply from sg-chat\."/;
     my $s = start_request('/v1/chat/completions', body('fo-cut'),
         'X-Mock-Scenario' => $f, 'X-Mock-Plan' => '1=cut:1');
     my $got = read_all($s, 5);
+    close $s;
     like($got, qr{\AHTTP/1\.1 200 }, 'a non-stream answer cut in the middle: 200 went out');
     my ($len) = $got =~ /^Content-Length: (\d+)\r$/mi;
     my ($body) = $got =~ /\r\n\r\n(.*)\z/s;

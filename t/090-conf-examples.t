@@ -12,6 +12,7 @@ use warnings;
 use Test::More;
 use HTTP::Tiny;
 use JSON::PP ();
+use Digest::SHA ();
 use File::Temp qw(tempdir);
 use File::Copy qw(copy);
 use POSIX qw(WNOHANG);
@@ -176,6 +177,163 @@ SKIP: {
     like($doc && $doc->{'gen_ai.usage.output_tokens'}, qr/^[1-9]\d*$/,
          'gen_ai.usage.output_tokens');
     is($doc && $doc->{'gen_ai.operation.name'}, 'chat', 'gen_ai.operation.name');
+
+    kill 'QUIT', $gw;
+    kill 'TERM', $mock;
+    waitpid $gw, 0;
+    waitpid $mock, 0;
+}
+
+# failover.conf: nginx -t with its hosts mapped to 127.0.0.1, with and without
+# the keys; then serving, with Singapore and Virginia on dead ports and
+# OpenRouter played by the mock (plain http, the mock's path prefix): a
+# request walks the whole chain and OpenRouter gets its own key, model id
+# and headers
+{
+    open my $in, '<', "$repo/conf-examples/failover.conf" or die $!;
+    my $fo = do { local $/; <$in> };
+    close $in;
+
+    my %host = (singapore => 'dashscope-intl.aliyuncs.com',
+                virginia => 'dashscope-us.aliyuncs.com',
+                openrouter => 'openrouter.ai');
+    for my $h (sort values %host) {
+        like($fo, qr/^\s*server\s+\Q$h\E:443;/m, "failover.conf: upstream $h");
+    }
+    my %keys = (DASHSCOPE_SINGAPORE_API_KEY => 'sk-test-singapore-not-printed',
+                DASHSCOPE_VIRGINIA_API_KEY => 'sk-test-virginia-not-printed',
+                OPENROUTER_API_KEY => 'sk-mock');
+
+    my $render = sub {
+        my ($conf) = @_;
+        my $dir = tempdir('qwen-failover-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+        chmod 0711, $dir;
+        mkdir "$dir/$_" for qw(logs modules);
+        symlink $so, "$dir/modules/ngx_http_qwen_module.so" or die "symlink: $!";
+        open my $out, '>', "$dir/failover.conf" or die $!;
+        print $out $conf;
+        close $out;
+        return $dir;
+    };
+
+    (my $mapped = $fo) =~ s/^(\s*server\s+)\S+:443;/${1}127.0.0.1:443;/mg;
+    my $dir = $render->($mapped);
+    my ($rc3, $out3) = nginx_t($dir, 'failover.conf', map { $_ => undef } keys %keys);
+    is($rc3, 0, 'failover.conf passes nginx -t without keys') or diag $out3;
+    ($rc3, $out3) = nginx_t($dir, 'failover.conf', %keys);
+    is($rc3, 0, 'failover.conf passes nginx -t with keys') or diag $out3;
+    unlike($out3, qr/not-printed/, 'no key is printed');
+    unlike($out3, qr/\[(?:warn|error|crit|alert|emerg)\]/, 'nothing to warn about')
+        or diag $out3;
+
+    my $mock = open(my $mock_out, '-|', 'node', "$repo/t/mock/dashscope.js",
+                    '--port', '0', '--key', 'sk-mock') // die "node: $!";
+    my $listening = eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 5;
+        my $l = <$mock_out>;
+        alarm 0;
+        $l;
+    } // '';
+    my ($mock_port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
+    if (!$mock_port) {
+        kill 'TERM', $mock;
+        BAIL_OUT("the mock did not start within 5 s: $listening");
+    }
+    my $port = free_port($mock_port);
+    my $dead_sg = free_port($mock_port, $port);
+    my $dead_us = free_port($mock_port, $port, $dead_sg);
+
+    my $conf = $fo;
+    $conf =~ s/^(\s*server\s+)\Q$host{singapore}\E:443;/${1}127.0.0.1:$dead_sg;/m;
+    $conf =~ s/^(\s*server\s+)\Q$host{virginia}\E:443;/${1}127.0.0.1:$dead_us;/m;
+    $conf =~ s/^(\s*server\s+)\Q$host{openrouter}\E:443;/${1}127.0.0.1:$mock_port;/m;
+    $conf =~ s{url=https://}{url=http://}g;
+    $conf =~ s{path=/api\b}{path=/compatible-mode};
+    $conf =~ s/^(\s*listen\s+)8000;/${1}127.0.0.1:$port;/m;
+    $conf =~ s/^worker_processes\s+auto;/worker_processes 1;/m;
+    my $rt = $render->($conf);
+
+    local @ENV{keys %keys} = values %keys;
+    my $gw = fork // die;
+    if ($gw == 0) {
+        open STDOUT, '>', "$rt/logs/stdout.log";
+        open STDERR, '>', "$rt/logs/stderr.log";
+        exec $nginx, '-p', "$rt/", '-c', 'failover.conf', '-g', 'daemon off;';
+        die;
+    }
+
+    my $http = HTTP::Tiny->new(timeout => 5);
+    my $res;
+    for (1 .. 50) {
+        $res = $http->get("http://127.0.0.1:$port/v1/models");
+        last if $res->{status} == 200;
+        last if waitpid($gw, WNOHANG) == $gw;
+        sleep 0.1;
+    }
+
+    SKIP: {
+        if ($res->{status} != 200) {
+            diag `cat $rt/logs/stderr.log $rt/logs/error.log`;
+            skip "failover.conf did not start on port $port", 10;
+        }
+
+        my $sid = "fo090-$$";
+        $res = $http->post("http://127.0.0.1:$port/v1/chat/completions", {
+            headers => { 'content-type' => 'application/json',
+                         'authorization' => 'Bearer client-key',
+                         'x-mock-scenario' => $sid },
+            content => '{"model":"qwen-plus","messages":[{"role":"user","content":"hi"}]}',
+        });
+        is($res->{status}, 200, 'failover.conf: Singapore and Virginia down, OpenRouter answers');
+        like($res->{content}, qr/"content":"Mock reply from qwen\/qwen-plus\."/,
+             "with OpenRouter's model id");
+
+        my $rec = $http->get("http://127.0.0.1:$mock_port/__mock/scenario/$sid");
+        my $doc = eval { JSON::PP->new->decode($rec->{content}) } || {};
+        my ($got) = @{ $doc->{requests} || [] };
+        is($got && $got->{path}, '/compatible-mode/v1/chat/completions',
+           "the provider's path= prefix");
+        is($got && $got->{credential_sha256},
+           substr(Digest::SHA::sha256_hex('sk-mock'), 0, 16),
+           "OpenRouter's own key, not the client's");
+        is($got && $got->{headers}{'http-referer'}, 'https://gateway.example.com',
+           "OpenRouter's header= HTTP-Referer");
+        is($got && $got->{headers}{'x-title'}, 'example-gateway',
+           "OpenRouter's header= X-Title");
+
+        # the access log line, once nginx has written it
+        my $line;
+        for (1 .. 20) {
+            open my $log, '<', "$rt/logs/access.log";
+            ($line) = grep { m{"POST /v1/chat/completions } } ($log ? <$log> : ());
+            last if $line;
+            sleep 0.1;
+        }
+        like($line // '',
+             qr{ 200 qwen-plus->qwen/qwen-plus provider=openrouter deployment=openrouter/qwen/qwen-plus attempts=3 failovers="singapore/qwen-plus:error virginia/qwen-plus:error" },
+             'the access log names the chain walked') or diag $line;
+
+        # the two DashScope deployments cool down: the next request goes
+        # straight to OpenRouter
+        $res = $http->post("http://127.0.0.1:$port/v1/chat/completions", {
+            headers => { 'content-type' => 'application/json' },
+            content => '{"model":"qwen-plus","messages":[{"role":"user","content":"again"}]}',
+        });
+        is($res->{status}, 200, 'a second request');
+        for (1 .. 20) {
+            open my $log, '<', "$rt/logs/access.log";
+            ($line) = grep { /attempts=1 / } ($log ? <$log> : ());
+            last if $line;
+            sleep 0.1;
+        }
+        like($line // '', qr{ deployment=openrouter/qwen/qwen-plus attempts=1 failovers="-" },
+             'goes to OpenRouter at once') or diag $line;
+        $res = $http->get("http://127.0.0.1:$port/metrics");
+        like($res->{content},
+             qr/^qwen_deployment_up\{deployment="singapore\/qwen-plus"\} 0$/m,
+             'Singapore cools down in /metrics');
+    }
 
     kill 'QUIT', $gw;
     kill 'TERM', $mock;

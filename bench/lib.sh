@@ -13,6 +13,14 @@ gw_cpu=$(( ncpu > 1 ? 1 : 0 ))
 # stream's length is not known when it starts), or "length"
 stream_framing=${BENCH_STREAM_FRAMING:-chunked}
 
+# BENCH_FAILOVER=1: the module's chat location with failover on and a
+# first-byte budget (a timer per request), on the happy path
+failover_conf=
+if [ -n "${BENCH_FAILOVER:-}" ]; then
+    failover_conf="            qwen_failover on;
+            qwen_first_byte_timeout 60s;"
+fi
+
 rm -rf "$work"
 mkdir -p "$work"/{mock,gw}/{conf,logs,tmp}
 python3 bench/gen.py "$work/data" >/dev/null
@@ -136,6 +144,7 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass \$qwen_upstream/compatible-mode\$uri;
+$failover_conf
         }
         location /paced/ {
             qwen_gateway on;

@@ -8,6 +8,8 @@
 #   BENCH_SLICES=10                  plain and module alternate in slices
 #   BENCH_STREAM_FRAMING=length      the mock sends streams with a
 #                                    Content-Length instead of chunked
+#   BENCH_FAILOVER=1                 the module's chat location with
+#                                    qwen_failover on (happy path)
 #
 # The two stream rows: the client asks for usage itself
 # (stream_options.include_usage), or it does not, and the module asks the

@@ -1132,6 +1132,7 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
 
     d = ctx->deployment;
+    wait = 0;
     outcome = ngx_http_qwen_classify(r, fo);
     fo->outcome = outcome;
 
@@ -1158,7 +1159,9 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         }
 
         wait = ngx_min(wait, qlcf->retry_after_max);
-        cooldown = wait;
+
+        /* others respect the whole Retry-After; this request retries */
+        cooldown = ngx_max(wait, fo->retry_after);
     }
 
     ngx_http_qwen_health_attempt(qmcf->health, d, outcome, cooldown);
@@ -1190,8 +1193,9 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     }
 
     if (outcome == NGX_HTTP_QWEN_OUT_HTTP_429 && !fo->retried
-        && cooldown < left)
+        && wait < left)
     {
+        cooldown = wait;
         fo->retried = 1;
         fo->force = 1;
         fo->forced = fo->current;

@@ -88,6 +88,7 @@ my $MODELS = <<'_EOC_';
     qwen_model fo-gone input=1 output=2 deploy=dead:xx-chat deploy=dead2:yy-chat;
     qwen_model fo-fast input=1 output=2 first_byte_timeout=300ms deploy=sg:sg-chat deploy=us:us-chat;
     qwen_model fo-slow input=1 output=2 first_byte_timeout=3s deploy=sg:sg-chat deploy=us:us-chat;
+    qwen_model fo-one input=1 output=2 deploy=sg:sg-one;
 _EOC_
 
 # the gateway location; a block's `--- location` adds directives, and
@@ -664,20 +665,43 @@ qr{^qwen-fo status=502 dep=cn/cn-chat attempts=3 }
 
 
 
-=== TEST 10: a chain exhausted by nginx's own errors: 502; then every deployment cooling: 503 with Retry-After
+=== TEST 10: a chain exhausted by nginx's own errors: 502; the next request probes them again
+Every deployment is out after a transient failure: the first one is tried
+anyway (the lead's rule, a2ac8a1), and fails the same way.
 --- location
 qwen_cooldown transient=30s;
 --- request eval
 [main::chat_request('fo-gone'), main::chat_request('fo-gone')]
 --- error_code eval
-[502, 503]
---- response_headers_like eval
-["Content-Type: application/json", "Retry-After: (?:[12]?\\d|30)"]
+[502, 502]
+--- response_headers eval
+["Content-Type: application/json", "Content-Type: application/json"]
 --- response_body_like eval
 [qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"upstream_unavailable"\}\}\n?\z/,
- qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"all_deployments_cooling_down"\}\}\n?\z/]
+ qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"upstream_unavailable"\}\}\n?\z/]
 --- access_line eval
 [qr{^qwen-fo status=502 dep=dead2/yy-chat attempts=2 failovers="dead/xx-chat:error(?: dead2/yy-chat:error)?" },
+ qr{^qwen-fo status=502 dep=dead\d?/\w\w-chat attempts=[12] }]
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 11: every deployment out for its key: the 401 as it came, then 503 all_deployments_cooling_down at once
+--- more_headers eval
+["X-Mock-Plan: *=status:401", ""]
+--- request eval
+[main::chat_request('fo-same'), main::chat_request('fo-same')]
+--- error_code eval
+[401, 503]
+--- response_body_like eval
+[qr/"code":"invalid_api_key"/,
+ qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"all_deployments_cooling_down"\}\}\n?\z/]
+--- mock_record eval
+[[[1, 'sg/sg-chat'], [2, 'us/us-chat']], []]
+--- access_line eval
+[qr{^qwen-fo status=401 dep=us/us-chat attempts=2 failovers="sg/sg-chat:auth(?: us/us-chat:auth)?" },
  qr{^qwen-fo status=503 }]
 --- no_error_log
 [alert]
@@ -685,7 +709,31 @@ qwen_cooldown transient=30s;
 
 
 
-=== TEST 11: the model's first_byte_timeout wins over a longer qwen_first_byte_timeout
+=== TEST 12: every deployment out after 429s, back later than qwen_retry_after_max: 503 with Retry-After
+The retry waits 1 s (the cap); the second 429 cools the deployment down
+for its Retry-After, 5 s, more than the 1 s a request may wait.
+--- location
+qwen_retry_after_max 1s;
+--- more_headers eval
+["X-Mock-Plan: *=status:429\nX-Mock-Retry-After: 5", ""]
+--- request eval
+[main::chat_request('fo-one'), main::chat_request('fo-one')]
+--- error_code eval
+[429, 503]
+--- response_headers_like eval
+["", "Retry-After: [1-5]"]
+--- response_body_like eval
+[qr/"code":"limit_requests"/,
+ qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"all_deployments_cooling_down"\}\}\n?\z/]
+--- mock_record eval
+[[[1, 'sg/sg-one'], [2, 'sg/sg-one', 950, 1600]], []]
+--- access_line eval
+[qr{^qwen-fo status=429 dep=sg/sg-one attempts=2 },
+ qr{^qwen-fo status=503 }]
+
+
+
+=== TEST 13: the model's first_byte_timeout wins over a longer qwen_first_byte_timeout
 --- location
 qwen_first_byte_timeout 5s;
 --- more_headers
@@ -706,7 +754,7 @@ qr{^qwen-fo status=200 dep=us/us-chat attempts=2 failovers="sg/sg-chat:first_byt
 
 
 
-=== TEST 12: the model's first_byte_timeout wins over a shorter qwen_first_byte_timeout
+=== TEST 14: the model's first_byte_timeout wins over a shorter qwen_first_byte_timeout
 --- location
 qwen_first_byte_timeout 300ms;
 --- more_headers
@@ -724,7 +772,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" }
 
 
 
-=== TEST 13: Retry-After is capped by qwen_retry_after_max
+=== TEST 15: Retry-After is capped by qwen_retry_after_max
 --- location
 qwen_retry_after_max 1s;
 --- more_headers
@@ -741,7 +789,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=2 }
 
 
 
-=== TEST 14: Retry-After as an HTTP date
+=== TEST 16: Retry-After as an HTTP date
 The mock's date is 2 to 3 s ahead (rounded up to the second).
 --- more_headers
 X-Mock-Plan: 1=status:429
@@ -755,7 +803,7 @@ X-Qwen-Deployment: sg/sg-chat
 
 
 
-=== TEST 15: moderation opted in, but no deployment of another provider: the 400 is the answer
+=== TEST 17: moderation opted in, but no deployment of another provider: the 400 is the answer
 --- location eval
 "qwen_failover_on " . main::all_triggers() . " moderation;"
 --- more_headers
@@ -772,7 +820,7 @@ qr{^qwen-fo status=400 dep=sg/sg-chat attempts=1 }
 
 
 
-=== TEST 16: a 429 of another code (Throttling.AllocationQuota) is a throttle too
+=== TEST 18: a 429 of another code (Throttling.AllocationQuota) is a throttle too
 --- more_headers
 X-Mock-Plan: 1=status:429-allocation
 X-Mock-Retry-After: 1
@@ -787,7 +835,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=2 }
 
 
 
-=== TEST 17: a stream cut after its header: no failover, an error event ends it
+=== TEST 19: a stream cut after its header: no failover, an error event ends it
 --- more_headers
 X-Mock-Plan: 1=cut:3
 --- request eval
@@ -806,7 +854,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" cost=\S* inc=1 }
 
 
 
-=== TEST 18: the same with the body in a temporary file
+=== TEST 20: the same with the body in a temporary file
 --- location
 client_body_in_file_only clean;
 --- more_headers
@@ -825,7 +873,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" cost=\S* inc=1 }
 
 
 
-=== TEST 19: a body over client_body_buffer_size (in a temporary file) is sent again whole
+=== TEST 21: a body over client_body_buffer_size (in a temporary file) is sent again whole
 --- location
 client_body_buffer_size 1k;
 --- more_headers
@@ -843,7 +891,7 @@ qr{^qwen-fo status=200 dep=cn/cn-chat attempts=3 failovers="sg/sg-chat:http_503 
 
 
 
-=== TEST 20: the deployment that answered is the one accounted, at its own prices
+=== TEST 22: the deployment that answered is the one accounted, at its own prices
 sg-chat at the entry's 1 and 2 USD per 1M tokens: 1000 * 1 + 500 * 2 =
 0.002 USD; us-chat at its own 10 and 20: 0.02 USD.
 --- catalogue
@@ -873,7 +921,7 @@ sg-chat at the entry's 1 and 2 USD per 1M tokens: 1000 * 1 + 500 * 2 =
 
 
 
-=== TEST 21: the metrics: attempts by outcome, failovers, the cooled deployment
+=== TEST 23: the metrics: attempts by outcome, failovers, the cooled deployment
 --- more_headers eval
 ["X-Mock-Plan: 1=status:503", ""]
 --- request eval
@@ -895,7 +943,7 @@ qr/^qwen_deployment_cooldown_seconds\{deployment="sg\/sg-chat"\} (?:[1-9]|10)(?:
 
 
 
-=== TEST 22: the chain's end in the metrics: to="none"
+=== TEST 24: the chain's end in the metrics: to="none"
 --- location
 qwen_failover_tries 2;
 --- more_headers eval
@@ -916,7 +964,7 @@ qwen_failovers_total{from="us/us-chat",reason="http_503",to="none"} 1.0
 
 
 
-=== TEST 23: the JSON status lists the deployments
+=== TEST 25: the JSON status lists the deployments
 --- more_headers eval
 ["X-Mock-Plan: 1=status:401", ""]
 --- request eval
@@ -937,360 +985,360 @@ qwen_failovers_total{from="us/us-chat",reason="http_503",to="none"} 1.0
 
 
 
-=== TEST 24: error (a dead port), non-stream, body in memory
+=== TEST 26: error (a dead port), non-stream, body in memory
 --- matrix: error plain memory
 
 
 
-=== TEST 25: error (a dead port), non-stream, body in a temporary file
+=== TEST 27: error (a dead port), non-stream, body in a temporary file
 --- matrix: error plain file
 
 
 
-=== TEST 26: error (a dead port), stream, body in memory
+=== TEST 28: error (a dead port), stream, body in memory
 --- matrix: error stream memory
 
 
 
-=== TEST 27: error (a dead port), stream, body in a temporary file
+=== TEST 29: error (a dead port), stream, body in a temporary file
 --- matrix: error stream file
 
 
 
-=== TEST 28: timeout (proxy_read_timeout), non-stream, body in memory
+=== TEST 30: timeout (proxy_read_timeout), non-stream, body in memory
 --- matrix: timeout plain memory
 
 
 
-=== TEST 29: timeout (proxy_read_timeout), non-stream, body in a temporary file
+=== TEST 31: timeout (proxy_read_timeout), non-stream, body in a temporary file
 --- matrix: timeout plain file
 
 
 
-=== TEST 30: timeout (proxy_read_timeout), stream, body in memory
+=== TEST 32: timeout (proxy_read_timeout), stream, body in memory
 --- matrix: timeout stream memory
 
 
 
-=== TEST 31: timeout (proxy_read_timeout), stream, body in a temporary file
+=== TEST 33: timeout (proxy_read_timeout), stream, body in a temporary file
 --- matrix: timeout stream file
 
 
 
-=== TEST 32: first_byte (qwen_first_byte_timeout), non-stream, body in memory
+=== TEST 34: first_byte (qwen_first_byte_timeout), non-stream, body in memory
 --- matrix: first_byte plain memory
 
 
 
-=== TEST 33: first_byte (qwen_first_byte_timeout), non-stream, body in a temporary file
+=== TEST 35: first_byte (qwen_first_byte_timeout), non-stream, body in a temporary file
 --- matrix: first_byte plain file
 
 
 
-=== TEST 34: first_byte (qwen_first_byte_timeout), stream, body in memory
+=== TEST 36: first_byte (qwen_first_byte_timeout), stream, body in memory
 --- matrix: first_byte stream memory
 
 
 
-=== TEST 35: first_byte (qwen_first_byte_timeout), stream, body in a temporary file
+=== TEST 37: first_byte (qwen_first_byte_timeout), stream, body in a temporary file
 --- matrix: first_byte stream file
 
 
 
-=== TEST 36: http_500, non-stream, body in memory
+=== TEST 38: http_500, non-stream, body in memory
 --- matrix: http_500 plain memory
 
 
 
-=== TEST 37: http_500, non-stream, body in a temporary file
+=== TEST 39: http_500, non-stream, body in a temporary file
 --- matrix: http_500 plain file
 
 
 
-=== TEST 38: http_500, stream, body in memory
+=== TEST 40: http_500, stream, body in memory
 --- matrix: http_500 stream memory
 
 
 
-=== TEST 39: http_500, stream, body in a temporary file
+=== TEST 41: http_500, stream, body in a temporary file
 --- matrix: http_500 stream file
 
 
 
-=== TEST 40: http_502, non-stream, body in memory
+=== TEST 42: http_502, non-stream, body in memory
 --- matrix: http_502 plain memory
 
 
 
-=== TEST 41: http_502, non-stream, body in a temporary file
+=== TEST 43: http_502, non-stream, body in a temporary file
 --- matrix: http_502 plain file
 
 
 
-=== TEST 42: http_502, stream, body in memory
+=== TEST 44: http_502, stream, body in memory
 --- matrix: http_502 stream memory
 
 
 
-=== TEST 43: http_502, stream, body in a temporary file
+=== TEST 45: http_502, stream, body in a temporary file
 --- matrix: http_502 stream file
 
 
 
-=== TEST 44: http_503, non-stream, body in memory
+=== TEST 46: http_503, non-stream, body in memory
 --- matrix: http_503 plain memory
 
 
 
-=== TEST 45: http_503, non-stream, body in a temporary file
+=== TEST 47: http_503, non-stream, body in a temporary file
 --- matrix: http_503 plain file
 
 
 
-=== TEST 46: http_503, stream, body in memory
+=== TEST 48: http_503, stream, body in memory
 --- matrix: http_503 stream memory
 
 
 
-=== TEST 47: http_503, stream, body in a temporary file
+=== TEST 49: http_503, stream, body in a temporary file
 --- matrix: http_503 stream file
 
 
 
-=== TEST 48: http_504, non-stream, body in memory
+=== TEST 50: http_504, non-stream, body in memory
 --- matrix: http_504 plain memory
 
 
 
-=== TEST 49: http_504, non-stream, body in a temporary file
+=== TEST 51: http_504, non-stream, body in a temporary file
 --- matrix: http_504 plain file
 
 
 
-=== TEST 50: http_504, stream, body in memory
+=== TEST 52: http_504, stream, body in memory
 --- matrix: http_504 stream memory
 
 
 
-=== TEST 51: http_504, stream, body in a temporary file
+=== TEST 53: http_504, stream, body in a temporary file
 --- matrix: http_504 stream file
 
 
 
-=== TEST 52: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in memory
+=== TEST 54: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in memory
 --- matrix: http_429 plain memory
 
 
 
-=== TEST 53: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in a temporary file
+=== TEST 55: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in a temporary file
 --- matrix: http_429 plain file
 
 
 
-=== TEST 54: http_429 with Retry-After: 1, retried on the same deployment, stream, body in memory
+=== TEST 56: http_429 with Retry-After: 1, retried on the same deployment, stream, body in memory
 --- matrix: http_429 stream memory
 
 
 
-=== TEST 55: http_429 with Retry-After: 1, retried on the same deployment, stream, body in a temporary file
+=== TEST 57: http_429 with Retry-After: 1, retried on the same deployment, stream, body in a temporary file
 --- matrix: http_429 stream file
 
 
 
-=== TEST 56: http_429 twice: cooled down, next deployment, non-stream, body in memory
+=== TEST 58: http_429 twice: cooled down, next deployment, non-stream, body in memory
 --- matrix: http_429_twice plain memory
 
 
 
-=== TEST 57: http_429 twice: cooled down, next deployment, non-stream, body in a temporary file
+=== TEST 59: http_429 twice: cooled down, next deployment, non-stream, body in a temporary file
 --- matrix: http_429_twice plain file
 
 
 
-=== TEST 58: http_429 twice: cooled down, next deployment, stream, body in memory
+=== TEST 60: http_429 twice: cooled down, next deployment, stream, body in memory
 --- matrix: http_429_twice stream memory
 
 
 
-=== TEST 59: http_429 twice: cooled down, next deployment, stream, body in a temporary file
+=== TEST 61: http_429 twice: cooled down, next deployment, stream, body in a temporary file
 --- matrix: http_429_twice stream file
 
 
 
-=== TEST 60: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in memory
+=== TEST 62: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in memory
 --- matrix: http_429_no_retry_after plain memory
 
 
 
-=== TEST 61: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in a temporary file
+=== TEST 63: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in a temporary file
 --- matrix: http_429_no_retry_after plain file
 
 
 
-=== TEST 62: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in memory
+=== TEST 64: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in memory
 --- matrix: http_429_no_retry_after stream memory
 
 
 
-=== TEST 63: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in a temporary file
+=== TEST 65: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in a temporary file
 --- matrix: http_429_no_retry_after stream file
 
 
 
-=== TEST 64: model_not_found (404), non-stream, body in memory
+=== TEST 66: model_not_found (404), non-stream, body in memory
 --- matrix: model_not_found plain memory
 
 
 
-=== TEST 65: model_not_found (404), non-stream, body in a temporary file
+=== TEST 67: model_not_found (404), non-stream, body in a temporary file
 --- matrix: model_not_found plain file
 
 
 
-=== TEST 66: model_not_found (404), stream, body in memory
+=== TEST 68: model_not_found (404), stream, body in memory
 --- matrix: model_not_found stream memory
 
 
 
-=== TEST 67: model_not_found (404), stream, body in a temporary file
+=== TEST 69: model_not_found (404), stream, body in a temporary file
 --- matrix: model_not_found stream file
 
 
 
-=== TEST 68: auth (401), logged at error, non-stream, body in memory
+=== TEST 70: auth (401), logged at error, non-stream, body in memory
 --- matrix: auth_401 plain memory
 
 
 
-=== TEST 69: auth (401), logged at error, non-stream, body in a temporary file
+=== TEST 71: auth (401), logged at error, non-stream, body in a temporary file
 --- matrix: auth_401 plain file
 
 
 
-=== TEST 70: auth (401), logged at error, stream, body in memory
+=== TEST 72: auth (401), logged at error, stream, body in memory
 --- matrix: auth_401 stream memory
 
 
 
-=== TEST 71: auth (401), logged at error, stream, body in a temporary file
+=== TEST 73: auth (401), logged at error, stream, body in a temporary file
 --- matrix: auth_401 stream file
 
 
 
-=== TEST 72: auth (403), logged at error, non-stream, body in memory
+=== TEST 74: auth (403), logged at error, non-stream, body in memory
 --- matrix: auth_403 plain memory
 
 
 
-=== TEST 73: auth (403), logged at error, non-stream, body in a temporary file
+=== TEST 75: auth (403), logged at error, non-stream, body in a temporary file
 --- matrix: auth_403 plain file
 
 
 
-=== TEST 74: auth (403), logged at error, stream, body in memory
+=== TEST 76: auth (403), logged at error, stream, body in memory
 --- matrix: auth_403 stream memory
 
 
 
-=== TEST 75: auth (403), logged at error, stream, body in a temporary file
+=== TEST 77: auth (403), logged at error, stream, body in a temporary file
 --- matrix: auth_403 stream file
 
 
 
-=== TEST 76: arrears (402), non-stream, body in memory
+=== TEST 78: arrears (402), non-stream, body in memory
 --- matrix: arrears_402 plain memory
 
 
 
-=== TEST 77: arrears (402), non-stream, body in a temporary file
+=== TEST 79: arrears (402), non-stream, body in a temporary file
 --- matrix: arrears_402 plain file
 
 
 
-=== TEST 78: arrears (402), stream, body in memory
+=== TEST 80: arrears (402), stream, body in memory
 --- matrix: arrears_402 stream memory
 
 
 
-=== TEST 79: arrears (402), stream, body in a temporary file
+=== TEST 81: arrears (402), stream, body in a temporary file
 --- matrix: arrears_402 stream file
 
 
 
-=== TEST 80: arrears (400 Arrearage), non-stream, body in memory
+=== TEST 82: arrears (400 Arrearage), non-stream, body in memory
 --- matrix: arrears_arrearage plain memory
 
 
 
-=== TEST 81: arrears (400 Arrearage), non-stream, body in a temporary file
+=== TEST 83: arrears (400 Arrearage), non-stream, body in a temporary file
 --- matrix: arrears_arrearage plain file
 
 
 
-=== TEST 82: arrears (400 Arrearage), stream, body in memory
+=== TEST 84: arrears (400 Arrearage), stream, body in memory
 --- matrix: arrears_arrearage stream memory
 
 
 
-=== TEST 83: arrears (400 Arrearage), stream, body in a temporary file
+=== TEST 85: arrears (400 Arrearage), stream, body in a temporary file
 --- matrix: arrears_arrearage stream file
 
 
 
-=== TEST 84: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in memory
+=== TEST 86: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in memory
 --- matrix: arrears_insufficient_quota plain memory
 
 
 
-=== TEST 85: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in a temporary file
+=== TEST 87: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in a temporary file
 --- matrix: arrears_insufficient_quota plain file
 
 
 
-=== TEST 86: arrears (429 insufficient_quota): no wait, no retry there, stream, body in memory
+=== TEST 88: arrears (429 insufficient_quota): no wait, no retry there, stream, body in memory
 --- matrix: arrears_insufficient_quota stream memory
 
 
 
-=== TEST 87: arrears (429 insufficient_quota): no wait, no retry there, stream, body in a temporary file
+=== TEST 89: arrears (429 insufficient_quota): no wait, no retry there, stream, body in a temporary file
 --- matrix: arrears_insufficient_quota stream file
 
 
 
-=== TEST 88: moderation (400 data_inspection_failed): not retried by default, non-stream, body in memory
+=== TEST 90: moderation (400 data_inspection_failed): not retried by default, non-stream, body in memory
 --- matrix: moderation plain memory
 
 
 
-=== TEST 89: moderation (400 data_inspection_failed): not retried by default, non-stream, body in a temporary file
+=== TEST 91: moderation (400 data_inspection_failed): not retried by default, non-stream, body in a temporary file
 --- matrix: moderation plain file
 
 
 
-=== TEST 90: moderation (400 data_inspection_failed): not retried by default, stream, body in memory
+=== TEST 92: moderation (400 data_inspection_failed): not retried by default, stream, body in memory
 --- matrix: moderation stream memory
 
 
 
-=== TEST 91: moderation (400 data_inspection_failed): not retried by default, stream, body in a temporary file
+=== TEST 93: moderation (400 data_inspection_failed): not retried by default, stream, body in a temporary file
 --- matrix: moderation stream file
 
 
 
-=== TEST 92: moderation opted in: the next deployment of another provider, non-stream, body in memory
+=== TEST 94: moderation opted in: the next deployment of another provider, non-stream, body in memory
 --- matrix: moderation_opt_in plain memory
 
 
 
-=== TEST 93: moderation opted in: the next deployment of another provider, non-stream, body in a temporary file
+=== TEST 95: moderation opted in: the next deployment of another provider, non-stream, body in a temporary file
 --- matrix: moderation_opt_in plain file
 
 
 
-=== TEST 94: moderation opted in: the next deployment of another provider, stream, body in memory
+=== TEST 96: moderation opted in: the next deployment of another provider, stream, body in memory
 --- matrix: moderation_opt_in stream memory
 
 
 
-=== TEST 95: moderation opted in: the next deployment of another provider, stream, body in a temporary file
+=== TEST 97: moderation opted in: the next deployment of another provider, stream, body in a temporary file
 --- matrix: moderation_opt_in stream file

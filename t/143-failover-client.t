@@ -1,8 +1,8 @@
 # The real OpenAI SDK (npm "openai") through the gateway's failover (issue
 # 8): a clean answer, plain and streamed, after a failed deployment; a 429
 # waited out by the gateway; clean APIErrors when the chain is exhausted
-# (the last upstream answer, 502 upstream_unavailable, then 503
-# all_deployments_cooling_down); and an APIError raised by the error event
+# (the last upstream answer, 502 upstream_unavailable) or every deployment
+# is out (503 all_deployments_cooling_down); and an APIError raised by the error event
 # of a stream cut after its header. The checks are in
 # t/client/failover-client.mjs.
 use Test::Nginx::Socket 'no_plan';
@@ -53,14 +53,13 @@ __DATA__
     qwen_model fo-c input=1 output=2 deploy=sg:c-sg deploy=us:c-us;
     qwen_model fo-e input=1 output=2 deploy=sg:e-sg deploy=us:e-us;
     qwen_model fo-f input=1 output=2 deploy=sg:f-sg deploy=us:f-us;
+    qwen_model fo-k input=1 output=2 deploy=sg:k-sg deploy=us:k-us;
     qwen_model fo-gone input=1 output=2 deploy=dead:x-dead deploy=dead2:y-dead;
     qwen_metrics_zone fo143 1m;
 --- config
     location /v1/ {
         qwen_gateway on;
         qwen_failover on;
-        # longer than qwen_retry_after_max: no waiting for fo-gone's dead ports
-        qwen_cooldown transient=30s;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Authorization $qwen_upstream_authorization;

@@ -8,7 +8,8 @@
 // (so that one check's cooldowns do not steer another's), the first at a
 // region whose upstream model id ends in "-sg", the second in "-us":
 //   fo-a: a-sg, a-us    fo-b: b-sg, b-us    fo-c: c-sg, c-us
-//   fo-e: e-sg, e-us    fo-f: f-sg, f-us    fo-gone: two dead ports
+//   fo-e: e-sg, e-us    fo-f: f-sg, f-us    fo-k: k-sg, k-us
+//   fo-gone: two dead ports
 // and send `proxy_set_header X-Mock-Attempt $qwen_attempt;` so that the
 // mock's x-mock-plan (faults per attempt) applies.
 //
@@ -122,16 +123,23 @@ async function main() {
     check('no deployment reachable: no key in the error', keyless(e.error), show(e.error));
   }
 
-  // 6. and then every deployment cooling down: 503, with Retry-After
+  // 6. every deployment refusing the gateway's key: the last 401 as it
+  // came, then at once a 503 all_deployments_cooling_down
   try {
-    const r = await client.chat.completions.create({ model: 'fo-gone', messages });
-    check('every deployment cooling: an APIError', false, `answered ${show(r)}`);
+    const r = await client.chat.completions.create({ model: 'fo-k', messages }, plan('*=status:401'));
+    check('every key refused: an APIError', false, `answered ${show(r)}`);
   } catch (e) {
-    check('every deployment cooling: an APIError 503', e instanceof APIError && e.status === 503, describe(e));
-    check('every deployment cooling: code all_deployments_cooling_down',
+    check('every key refused: the last upstream 401', e instanceof APIError && e.status === 401
+      && e.code === 'invalid_api_key', describe(e));
+  }
+  try {
+    const r = await client.chat.completions.create({ model: 'fo-k', messages });
+    check('every deployment out: an APIError', false, `answered ${show(r)}`);
+  } catch (e) {
+    check('every deployment out: an APIError 503', e instanceof APIError && e.status === 503, describe(e));
+    check('every deployment out: code all_deployments_cooling_down',
       e.code === 'all_deployments_cooling_down', describe(e));
-    check('every deployment cooling: Retry-After', /^\d+$/.test(e.headers?.get('retry-after') ?? ''),
-      show(e.headers?.get('retry-after')));
+    check('every deployment out: no key in the error', keyless(e.error), show(e.error));
   }
 
   // 7. a stream cut after its first events: the error event raises an APIError

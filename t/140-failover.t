@@ -300,8 +300,11 @@ add_block_preprocessor(sub {
     if (defined $block->matrix) {
         matrix_block($block, $block->matrix);
     } else {
+        # (a zone of its own per block: under TEST_NGINX_USE_HUP a reload
+        # keeps a zone, and the health of the previous block with it)
+        my ($n) = $block->name =~ /\bTEST (\d+):/;
         $block->set_value('http_config', $COMMON . ($block->catalogue // $MODELS)
-                                         . "    qwen_metrics_zone fo140 1m;\n")
+                                         . "    qwen_metrics_zone fo140_" . ($n // 0) . " 1m;\n")
             unless defined $block->http_config;
         $block->set_value('config', gateway_config(scalar $block->location, 1))
             unless defined $block->config;

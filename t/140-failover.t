@@ -166,22 +166,22 @@ my %TRIGGER = (
         title => 'http_429 with Retry-After: 1, retried on the same deployment',
         plan => '1=status:429', headers => "X-Mock-Retry-After: 1",
         seen => [[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 950, 1600]],
-        # a retry on the same deployment may or may not be listed as a move
-        failovers => qr{(?:sg/sg-chat:http_429)?},
+        # $qwen_failovers lists each 429 (docs/failover.md)
+        failovers => 'sg/sg-chat:http_429',
     },
     http_429_twice => {
         title => 'http_429 twice: cooled down, next deployment',
         plan => '1-2=status:429', headers => "X-Mock-Retry-After: 1",
         seen => [[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 950, 1600],
                  [3, 'us/us-chat', 950, 1700]],
-        failovers => qr{(?:sg/sg-chat:http_429 )?sg/sg-chat:http_429},
+        failovers => 'sg/sg-chat:http_429 sg/sg-chat:http_429',
         moves => [['sg/sg-chat', 'us/us-chat', 'http_429', 2]],
     },
     http_429_no_retry_after => {
         title => 'http_429 without Retry-After: qwen_retry_wait 200ms 400ms',
         plan => '1=status:429', headers => "X-Mock-Retry-After: none",
         seen => [[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 190, 700]],
-        failovers => qr{(?:sg/sg-chat:http_429)?},
+        failovers => 'sg/sg-chat:http_429',
     },
     model_not_found => {
         title => 'model_not_found (404)', plan => '1=status:404',
@@ -586,7 +586,63 @@ qr{^qwen-fo status=400 dep=sg/sg-chat attempts=1 failovers="-?" }
 
 
 
-=== TEST 6: four attempts by default; the last upstream answer goes to the client as it came
+=== TEST 6: another 5xx (501) is the answer
+--- more_headers
+X-Mock-Plan: 1=status:501
+--- request eval
+main::chat_request('fo-chat')
+--- error_code: 501
+--- response_body_like eval
+qr/"code":"mock_fault_501"/
+--- mock_record eval
+[[1, 'sg/sg-chat']]
+--- access_line eval
+qr{^qwen-fo status=501 dep=sg/sg-chat attempts=1 failovers="-?" }
+
+
+
+=== TEST 7: a 401 whose trigger is not listed goes to the client, and still takes the deployment out
+--- location
+qwen_failover_on http_503;
+--- more_headers eval
+["X-Mock-Plan: 1=status:401", ""]
+--- request eval
+[main::chat_request('fo-chat'), main::chat_request('fo-chat')]
+--- error_code eval
+[401, 200]
+--- response_body_like eval
+[qr/"code":"invalid_api_key"/, qr/"content":"Mock reply from us-chat\."/]
+--- mock_record eval
+[[[1, 'sg/sg-chat']], [[1, 'us/us-chat']]]
+--- access_line eval
+[qr{^qwen-fo status=401 dep=sg/sg-chat attempts=1 },
+ qr{^qwen-fo status=200 dep=us/us-chat attempts=1 failovers="-?" }]
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 8: a location without failover never cools a deployment down
+--- location
+qwen_failover off;
+--- more_headers eval
+["X-Mock-Plan: 1=status:401", ""]
+--- request eval
+[main::chat_request('fo-chat'), main::chat_request('fo-chat')]
+--- error_code eval
+[401, 200]
+--- response_body_like eval
+[qr/"code":"invalid_api_key"/, qr/"content":"Mock reply from sg-chat\."/]
+--- mock_record eval
+[[[undef, 'sg/sg-chat']], [[undef, 'sg/sg-chat']]]
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 9: four attempts by default; the last upstream answer goes to the client as it came
 --- more_headers
 X-Mock-Plan: *=status:503
 --- request eval
@@ -605,7 +661,7 @@ qwen: failover from "cn/cn-chat" to "sg/sg-long": http_503 (attempt 3 of 4)
 
 
 
-=== TEST 7: qwen_failover_tries 2
+=== TEST 10: qwen_failover_tries 2
 --- location
 qwen_failover_tries 2;
 --- more_headers
@@ -624,7 +680,7 @@ qwen: failover from "sg/sg-chat" to "us/us-chat": http_503 (attempt 1 of 2)
 
 
 
-=== TEST 8: the 429 retry counts as an attempt
+=== TEST 11: the 429 retry counts as an attempt
 --- location
 qwen_failover_tries 2;
 --- more_headers
@@ -642,10 +698,10 @@ qr{^qwen-fo status=429 dep=sg/sg-chat attempts=2 }
 
 
 
-=== TEST 9: the time budget: no attempt starts after qwen_failover_timeout
+=== TEST 12: the time budget: no attempt starts after qwen_failover_timeout
 Attempts of 400 ms each start at about 0, 400 and 800 ms; the fourth would
-start after the budget of 1 s. The last failure is nginx's own (a
-timeout): 502 upstream_unavailable.
+start after the budget of 1 s. The last failure is nginx's own timeout:
+504 upstream_timeout (docs/failover.md).
 --- location
 qwen_failover_timeout 1s;
 proxy_read_timeout 400ms;
@@ -653,22 +709,45 @@ proxy_read_timeout 400ms;
 X-Mock-Plan: *=slow:3000
 --- request eval
 main::chat_request('fo-long')
---- error_code: 502
+--- error_code: 504
 --- response_headers
 Content-Type: application/json
 --- response_body_like eval
-qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"upstream_unavailable"\}\}\n?\z/
+qr/\A\{"error":\{"message":"The upstream did not answer in time\.","type":"server_error","param":null,"code":"upstream_timeout"\}\}\n?\z/
 --- mock_record eval
 [[1, 'sg/sg-chat'], [2, 'us/us-chat', 380, 700], [3, 'cn/cn-chat', 760, 999]]
 --- access_line eval
-qr{^qwen-fo status=502 dep=cn/cn-chat attempts=3 }
+qr{^qwen-fo status=504 dep=cn/cn-chat attempts=3 failovers="sg/sg-chat:timeout us/us-chat:timeout(?: cn/cn-chat:timeout)?" }
 --- no_error_log
 [alert]
 [crit]
 
 
 
-=== TEST 10: a chain exhausted by nginx's own errors: 502; the next request probes them again
+=== TEST 13: a chain ended by first-byte budgets: 502 upstream_unavailable
+--- location
+qwen_first_byte_timeout 300ms;
+qwen_failover_tries 2;
+--- more_headers
+X-Mock-Plan: *=slow:1000
+--- request eval
+main::chat_request('fo-chat', 1)
+--- error_code: 502
+--- response_headers
+Content-Type: application/json
+--- response_body_like eval
+qr/\A\{"error":\{"message":"The upstream could not be reached\.","type":"server_error","param":null,"code":"upstream_unavailable"\}\}\n?\z/
+--- mock_record eval
+[[1, 'sg/sg-chat'], [2, 'us/us-chat', 280, 900]]
+--- access_line eval
+qr{^qwen-fo status=502 dep=us/us-chat attempts=2 failovers="sg/sg-chat:first_byte(?: us/us-chat:first_byte)?" }
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 14: a chain exhausted by nginx's own errors: 502; the next request probes them again
 Every deployment is out after a transient failure: the first one is tried
 anyway (the lead's rule, a2ac8a1), and fails the same way.
 --- location
@@ -691,7 +770,7 @@ qwen_cooldown transient=30s;
 
 
 
-=== TEST 11: every deployment out for its key: the 401 as it came, then 503 all_deployments_cooling_down at once
+=== TEST 15: every deployment out for its key: the 401 as it came, then 503 all_deployments_cooling_down at once
 --- more_headers eval
 ["X-Mock-Plan: *=status:401", ""]
 --- request eval
@@ -712,7 +791,7 @@ qwen_cooldown transient=30s;
 
 
 
-=== TEST 12: every deployment out after 429s, back later than qwen_retry_after_max: 503 with Retry-After
+=== TEST 16: every deployment out after 429s, back later than qwen_retry_after_max: 503 with Retry-After
 The retry waits 1 s (the cap); the second 429 cools the deployment down
 for its Retry-After, 5 s, more than the 1 s a request may wait.
 --- location
@@ -736,7 +815,7 @@ qwen_retry_after_max 1s;
 
 
 
-=== TEST 13: the model's first_byte_timeout wins over a longer qwen_first_byte_timeout
+=== TEST 17: the model's first_byte_timeout wins over a longer qwen_first_byte_timeout
 --- location
 qwen_first_byte_timeout 5s;
 --- more_headers
@@ -757,7 +836,7 @@ qr{^qwen-fo status=200 dep=us/us-chat attempts=2 failovers="sg/sg-chat:first_byt
 
 
 
-=== TEST 14: the model's first_byte_timeout wins over a shorter qwen_first_byte_timeout
+=== TEST 18: the model's first_byte_timeout wins over a shorter qwen_first_byte_timeout
 --- location
 qwen_first_byte_timeout 300ms;
 --- more_headers
@@ -775,7 +854,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" }
 
 
 
-=== TEST 15: Retry-After is capped by qwen_retry_after_max
+=== TEST 19: Retry-After is capped by qwen_retry_after_max
 --- location
 qwen_retry_after_max 1s;
 --- more_headers
@@ -792,7 +871,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=2 }
 
 
 
-=== TEST 16: Retry-After as an HTTP date
+=== TEST 20: Retry-After as an HTTP date
 The mock's date is 2 to 3 s ahead (rounded up to the second).
 --- more_headers
 X-Mock-Plan: 1=status:429
@@ -806,7 +885,33 @@ X-Qwen-Deployment: sg/sg-chat
 
 
 
-=== TEST 17: moderation opted in, but no deployment of another provider: the 400 is the answer
+=== TEST 21: a Retry-After date in the past: a retry at once
+--- more_headers
+X-Mock-Plan: 1=status:429
+X-Mock-Retry-After: date:-5
+--- request eval
+main::chat_request('fo-chat')
+--- response_headers
+X-Qwen-Deployment: sg/sg-chat
+--- mock_record eval
+[[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 0, 150]]
+
+
+
+=== TEST 22: an unreadable Retry-After counts as none: qwen_retry_wait
+--- more_headers
+X-Mock-Plan: 1=status:429
+X-Mock-Retry-After: soon
+--- request eval
+main::chat_request('fo-chat')
+--- response_headers
+X-Qwen-Deployment: sg/sg-chat
+--- mock_record eval
+[[1, 'sg/sg-chat'], [2, 'sg/sg-chat', 190, 700]]
+
+
+
+=== TEST 23: moderation opted in, but no deployment of another provider: the 400 is the answer
 --- location eval
 "qwen_failover_on " . main::all_triggers() . " moderation;"
 --- more_headers
@@ -823,7 +928,7 @@ qr{^qwen-fo status=400 dep=sg/sg-chat attempts=1 }
 
 
 
-=== TEST 18: a 429 of another code (Throttling.AllocationQuota) is a throttle too
+=== TEST 24: a 429 of another code (Throttling.AllocationQuota) is a throttle too
 --- more_headers
 X-Mock-Plan: 1=status:429-allocation
 X-Mock-Retry-After: 1
@@ -838,7 +943,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=2 }
 
 
 
-=== TEST 19: a stream cut after its header: no failover, an error event ends it
+=== TEST 25: a stream cut after its header: no failover, an error event ends it
 --- more_headers
 X-Mock-Plan: 1=cut:3
 --- request eval
@@ -857,7 +962,7 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" cost=\S* inc=1 }
 
 
 
-=== TEST 20: the same with the body in a temporary file
+=== TEST 26: the same with the body in a temporary file
 --- location
 client_body_in_file_only clean;
 --- more_headers
@@ -876,7 +981,46 @@ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" cost=\S* inc=1 }
 
 
 
-=== TEST 21: a body over client_body_buffer_size (in a temporary file) is sent again whole
+=== TEST 27: a cut stream counts as "cut" and cools its deployment down
+--- more_headers eval
+["X-Mock-Plan: 1=cut:3", ""]
+--- request eval
+["POST /v1/chat/completions HTTP/1.0\n" . main::chat_body('fo-chat', 1), "GET /metrics"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"code":"stream_interrupted"\}\}\n\n\z/, qr/^# /]
+--- mock_record eval
+[[[1, 'sg/sg-chat']], undef]
+--- prometheus_samples
+qwen_attempts_total{deployment="sg/sg-chat",outcome="cut"} 1.0
+qwen_deployment_up{deployment="sg/sg-chat"} 0.0
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 28: a chain that reaches a region without a key: 503 no_upstream_key
+--- catalogue
+    qwen_region nokey url=http://dashscope_mock path=/compatible-mode key_env=QWEN_TEST_140_NO_SUCH_KEY;
+    qwen_model fo-nokey input=1 output=2 deploy=sg:sg-chat deploy=nokey:nk-chat;
+--- more_headers
+X-Mock-Plan: 1=status:503
+--- request eval
+main::chat_request('fo-nokey')
+--- error_code: 503
+--- response_body_like eval
+qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"no_upstream_key"\}\}\n?\z/
+--- mock_record eval
+[[1, 'sg/sg-chat']]
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 29: a body over client_body_buffer_size (in a temporary file) is sent again whole
 --- location
 client_body_buffer_size 1k;
 --- more_headers
@@ -894,7 +1038,7 @@ qr{^qwen-fo status=200 dep=cn/cn-chat attempts=3 failovers="sg/sg-chat:http_503 
 
 
 
-=== TEST 22: the deployment that answered is the one accounted, at its own prices
+=== TEST 30: the deployment that answered is the one accounted, at its own prices
 sg-chat at the entry's 1 and 2 USD per 1M tokens: 1000 * 1 + 500 * 2 =
 0.002 USD; us-chat at its own 10 and 20: 0.02 USD.
 --- catalogue
@@ -924,7 +1068,7 @@ sg-chat at the entry's 1 and 2 USD per 1M tokens: 1000 * 1 + 500 * 2 =
 
 
 
-=== TEST 23: the metrics: attempts by outcome, failovers, the cooled deployment
+=== TEST 31: the metrics: attempts by outcome, failovers, the cooled deployment
 --- more_headers eval
 ["X-Mock-Plan: 1=status:503", ""]
 --- request eval
@@ -946,7 +1090,7 @@ qr/^qwen_deployment_cooldown_seconds\{deployment="sg\/sg-chat"\} (?:[1-9]|10)(?:
 
 
 
-=== TEST 24: the chain's end in the metrics: to="none"
+=== TEST 32: the chain's end in the metrics: to="none"
 --- location
 qwen_failover_tries 2;
 --- more_headers eval
@@ -967,7 +1111,7 @@ qwen_failovers_total{from="us/us-chat",reason="http_503",to="none"} 1.0
 
 
 
-=== TEST 25: the JSON status lists the deployments
+=== TEST 33: the JSON status lists the deployments
 --- more_headers eval
 ["X-Mock-Plan: 1=status:401", ""]
 --- request eval
@@ -988,360 +1132,360 @@ qwen_failovers_total{from="us/us-chat",reason="http_503",to="none"} 1.0
 
 
 
-=== TEST 26: error (a dead port), non-stream, body in memory
+=== TEST 34: error (a dead port), non-stream, body in memory
 --- matrix: error plain memory
 
 
 
-=== TEST 27: error (a dead port), non-stream, body in a temporary file
+=== TEST 35: error (a dead port), non-stream, body in a temporary file
 --- matrix: error plain file
 
 
 
-=== TEST 28: error (a dead port), stream, body in memory
+=== TEST 36: error (a dead port), stream, body in memory
 --- matrix: error stream memory
 
 
 
-=== TEST 29: error (a dead port), stream, body in a temporary file
+=== TEST 37: error (a dead port), stream, body in a temporary file
 --- matrix: error stream file
 
 
 
-=== TEST 30: timeout (proxy_read_timeout), non-stream, body in memory
+=== TEST 38: timeout (proxy_read_timeout), non-stream, body in memory
 --- matrix: timeout plain memory
 
 
 
-=== TEST 31: timeout (proxy_read_timeout), non-stream, body in a temporary file
+=== TEST 39: timeout (proxy_read_timeout), non-stream, body in a temporary file
 --- matrix: timeout plain file
 
 
 
-=== TEST 32: timeout (proxy_read_timeout), stream, body in memory
+=== TEST 40: timeout (proxy_read_timeout), stream, body in memory
 --- matrix: timeout stream memory
 
 
 
-=== TEST 33: timeout (proxy_read_timeout), stream, body in a temporary file
+=== TEST 41: timeout (proxy_read_timeout), stream, body in a temporary file
 --- matrix: timeout stream file
 
 
 
-=== TEST 34: first_byte (qwen_first_byte_timeout), non-stream, body in memory
+=== TEST 42: first_byte (qwen_first_byte_timeout), non-stream, body in memory
 --- matrix: first_byte plain memory
 
 
 
-=== TEST 35: first_byte (qwen_first_byte_timeout), non-stream, body in a temporary file
+=== TEST 43: first_byte (qwen_first_byte_timeout), non-stream, body in a temporary file
 --- matrix: first_byte plain file
 
 
 
-=== TEST 36: first_byte (qwen_first_byte_timeout), stream, body in memory
+=== TEST 44: first_byte (qwen_first_byte_timeout), stream, body in memory
 --- matrix: first_byte stream memory
 
 
 
-=== TEST 37: first_byte (qwen_first_byte_timeout), stream, body in a temporary file
+=== TEST 45: first_byte (qwen_first_byte_timeout), stream, body in a temporary file
 --- matrix: first_byte stream file
 
 
 
-=== TEST 38: http_500, non-stream, body in memory
+=== TEST 46: http_500, non-stream, body in memory
 --- matrix: http_500 plain memory
 
 
 
-=== TEST 39: http_500, non-stream, body in a temporary file
+=== TEST 47: http_500, non-stream, body in a temporary file
 --- matrix: http_500 plain file
 
 
 
-=== TEST 40: http_500, stream, body in memory
+=== TEST 48: http_500, stream, body in memory
 --- matrix: http_500 stream memory
 
 
 
-=== TEST 41: http_500, stream, body in a temporary file
+=== TEST 49: http_500, stream, body in a temporary file
 --- matrix: http_500 stream file
 
 
 
-=== TEST 42: http_502, non-stream, body in memory
+=== TEST 50: http_502, non-stream, body in memory
 --- matrix: http_502 plain memory
 
 
 
-=== TEST 43: http_502, non-stream, body in a temporary file
+=== TEST 51: http_502, non-stream, body in a temporary file
 --- matrix: http_502 plain file
 
 
 
-=== TEST 44: http_502, stream, body in memory
+=== TEST 52: http_502, stream, body in memory
 --- matrix: http_502 stream memory
 
 
 
-=== TEST 45: http_502, stream, body in a temporary file
+=== TEST 53: http_502, stream, body in a temporary file
 --- matrix: http_502 stream file
 
 
 
-=== TEST 46: http_503, non-stream, body in memory
+=== TEST 54: http_503, non-stream, body in memory
 --- matrix: http_503 plain memory
 
 
 
-=== TEST 47: http_503, non-stream, body in a temporary file
+=== TEST 55: http_503, non-stream, body in a temporary file
 --- matrix: http_503 plain file
 
 
 
-=== TEST 48: http_503, stream, body in memory
+=== TEST 56: http_503, stream, body in memory
 --- matrix: http_503 stream memory
 
 
 
-=== TEST 49: http_503, stream, body in a temporary file
+=== TEST 57: http_503, stream, body in a temporary file
 --- matrix: http_503 stream file
 
 
 
-=== TEST 50: http_504, non-stream, body in memory
+=== TEST 58: http_504, non-stream, body in memory
 --- matrix: http_504 plain memory
 
 
 
-=== TEST 51: http_504, non-stream, body in a temporary file
+=== TEST 59: http_504, non-stream, body in a temporary file
 --- matrix: http_504 plain file
 
 
 
-=== TEST 52: http_504, stream, body in memory
+=== TEST 60: http_504, stream, body in memory
 --- matrix: http_504 stream memory
 
 
 
-=== TEST 53: http_504, stream, body in a temporary file
+=== TEST 61: http_504, stream, body in a temporary file
 --- matrix: http_504 stream file
 
 
 
-=== TEST 54: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in memory
+=== TEST 62: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in memory
 --- matrix: http_429 plain memory
 
 
 
-=== TEST 55: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in a temporary file
+=== TEST 63: http_429 with Retry-After: 1, retried on the same deployment, non-stream, body in a temporary file
 --- matrix: http_429 plain file
 
 
 
-=== TEST 56: http_429 with Retry-After: 1, retried on the same deployment, stream, body in memory
+=== TEST 64: http_429 with Retry-After: 1, retried on the same deployment, stream, body in memory
 --- matrix: http_429 stream memory
 
 
 
-=== TEST 57: http_429 with Retry-After: 1, retried on the same deployment, stream, body in a temporary file
+=== TEST 65: http_429 with Retry-After: 1, retried on the same deployment, stream, body in a temporary file
 --- matrix: http_429 stream file
 
 
 
-=== TEST 58: http_429 twice: cooled down, next deployment, non-stream, body in memory
+=== TEST 66: http_429 twice: cooled down, next deployment, non-stream, body in memory
 --- matrix: http_429_twice plain memory
 
 
 
-=== TEST 59: http_429 twice: cooled down, next deployment, non-stream, body in a temporary file
+=== TEST 67: http_429 twice: cooled down, next deployment, non-stream, body in a temporary file
 --- matrix: http_429_twice plain file
 
 
 
-=== TEST 60: http_429 twice: cooled down, next deployment, stream, body in memory
+=== TEST 68: http_429 twice: cooled down, next deployment, stream, body in memory
 --- matrix: http_429_twice stream memory
 
 
 
-=== TEST 61: http_429 twice: cooled down, next deployment, stream, body in a temporary file
+=== TEST 69: http_429 twice: cooled down, next deployment, stream, body in a temporary file
 --- matrix: http_429_twice stream file
 
 
 
-=== TEST 62: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in memory
+=== TEST 70: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in memory
 --- matrix: http_429_no_retry_after plain memory
 
 
 
-=== TEST 63: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in a temporary file
+=== TEST 71: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, non-stream, body in a temporary file
 --- matrix: http_429_no_retry_after plain file
 
 
 
-=== TEST 64: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in memory
+=== TEST 72: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in memory
 --- matrix: http_429_no_retry_after stream memory
 
 
 
-=== TEST 65: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in a temporary file
+=== TEST 73: http_429 without Retry-After: qwen_retry_wait 200ms 400ms, stream, body in a temporary file
 --- matrix: http_429_no_retry_after stream file
 
 
 
-=== TEST 66: model_not_found (404), non-stream, body in memory
+=== TEST 74: model_not_found (404), non-stream, body in memory
 --- matrix: model_not_found plain memory
 
 
 
-=== TEST 67: model_not_found (404), non-stream, body in a temporary file
+=== TEST 75: model_not_found (404), non-stream, body in a temporary file
 --- matrix: model_not_found plain file
 
 
 
-=== TEST 68: model_not_found (404), stream, body in memory
+=== TEST 76: model_not_found (404), stream, body in memory
 --- matrix: model_not_found stream memory
 
 
 
-=== TEST 69: model_not_found (404), stream, body in a temporary file
+=== TEST 77: model_not_found (404), stream, body in a temporary file
 --- matrix: model_not_found stream file
 
 
 
-=== TEST 70: auth (401), logged at error, non-stream, body in memory
+=== TEST 78: auth (401), logged at error, non-stream, body in memory
 --- matrix: auth_401 plain memory
 
 
 
-=== TEST 71: auth (401), logged at error, non-stream, body in a temporary file
+=== TEST 79: auth (401), logged at error, non-stream, body in a temporary file
 --- matrix: auth_401 plain file
 
 
 
-=== TEST 72: auth (401), logged at error, stream, body in memory
+=== TEST 80: auth (401), logged at error, stream, body in memory
 --- matrix: auth_401 stream memory
 
 
 
-=== TEST 73: auth (401), logged at error, stream, body in a temporary file
+=== TEST 81: auth (401), logged at error, stream, body in a temporary file
 --- matrix: auth_401 stream file
 
 
 
-=== TEST 74: auth (403), logged at error, non-stream, body in memory
+=== TEST 82: auth (403), logged at error, non-stream, body in memory
 --- matrix: auth_403 plain memory
 
 
 
-=== TEST 75: auth (403), logged at error, non-stream, body in a temporary file
+=== TEST 83: auth (403), logged at error, non-stream, body in a temporary file
 --- matrix: auth_403 plain file
 
 
 
-=== TEST 76: auth (403), logged at error, stream, body in memory
+=== TEST 84: auth (403), logged at error, stream, body in memory
 --- matrix: auth_403 stream memory
 
 
 
-=== TEST 77: auth (403), logged at error, stream, body in a temporary file
+=== TEST 85: auth (403), logged at error, stream, body in a temporary file
 --- matrix: auth_403 stream file
 
 
 
-=== TEST 78: arrears (402), non-stream, body in memory
+=== TEST 86: arrears (402), non-stream, body in memory
 --- matrix: arrears_402 plain memory
 
 
 
-=== TEST 79: arrears (402), non-stream, body in a temporary file
+=== TEST 87: arrears (402), non-stream, body in a temporary file
 --- matrix: arrears_402 plain file
 
 
 
-=== TEST 80: arrears (402), stream, body in memory
+=== TEST 88: arrears (402), stream, body in memory
 --- matrix: arrears_402 stream memory
 
 
 
-=== TEST 81: arrears (402), stream, body in a temporary file
+=== TEST 89: arrears (402), stream, body in a temporary file
 --- matrix: arrears_402 stream file
 
 
 
-=== TEST 82: arrears (400 Arrearage), non-stream, body in memory
+=== TEST 90: arrears (400 Arrearage), non-stream, body in memory
 --- matrix: arrears_arrearage plain memory
 
 
 
-=== TEST 83: arrears (400 Arrearage), non-stream, body in a temporary file
+=== TEST 91: arrears (400 Arrearage), non-stream, body in a temporary file
 --- matrix: arrears_arrearage plain file
 
 
 
-=== TEST 84: arrears (400 Arrearage), stream, body in memory
+=== TEST 92: arrears (400 Arrearage), stream, body in memory
 --- matrix: arrears_arrearage stream memory
 
 
 
-=== TEST 85: arrears (400 Arrearage), stream, body in a temporary file
+=== TEST 93: arrears (400 Arrearage), stream, body in a temporary file
 --- matrix: arrears_arrearage stream file
 
 
 
-=== TEST 86: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in memory
+=== TEST 94: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in memory
 --- matrix: arrears_insufficient_quota plain memory
 
 
 
-=== TEST 87: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in a temporary file
+=== TEST 95: arrears (429 insufficient_quota): no wait, no retry there, non-stream, body in a temporary file
 --- matrix: arrears_insufficient_quota plain file
 
 
 
-=== TEST 88: arrears (429 insufficient_quota): no wait, no retry there, stream, body in memory
+=== TEST 96: arrears (429 insufficient_quota): no wait, no retry there, stream, body in memory
 --- matrix: arrears_insufficient_quota stream memory
 
 
 
-=== TEST 89: arrears (429 insufficient_quota): no wait, no retry there, stream, body in a temporary file
+=== TEST 97: arrears (429 insufficient_quota): no wait, no retry there, stream, body in a temporary file
 --- matrix: arrears_insufficient_quota stream file
 
 
 
-=== TEST 90: moderation (400 data_inspection_failed): not retried by default, non-stream, body in memory
+=== TEST 98: moderation (400 data_inspection_failed): not retried by default, non-stream, body in memory
 --- matrix: moderation plain memory
 
 
 
-=== TEST 91: moderation (400 data_inspection_failed): not retried by default, non-stream, body in a temporary file
+=== TEST 99: moderation (400 data_inspection_failed): not retried by default, non-stream, body in a temporary file
 --- matrix: moderation plain file
 
 
 
-=== TEST 92: moderation (400 data_inspection_failed): not retried by default, stream, body in memory
+=== TEST 100: moderation (400 data_inspection_failed): not retried by default, stream, body in memory
 --- matrix: moderation stream memory
 
 
 
-=== TEST 93: moderation (400 data_inspection_failed): not retried by default, stream, body in a temporary file
+=== TEST 101: moderation (400 data_inspection_failed): not retried by default, stream, body in a temporary file
 --- matrix: moderation stream file
 
 
 
-=== TEST 94: moderation opted in: the next deployment of another provider, non-stream, body in memory
+=== TEST 102: moderation opted in: the next deployment of another provider, non-stream, body in memory
 --- matrix: moderation_opt_in plain memory
 
 
 
-=== TEST 95: moderation opted in: the next deployment of another provider, non-stream, body in a temporary file
+=== TEST 103: moderation opted in: the next deployment of another provider, non-stream, body in a temporary file
 --- matrix: moderation_opt_in plain file
 
 
 
-=== TEST 96: moderation opted in: the next deployment of another provider, stream, body in memory
+=== TEST 104: moderation opted in: the next deployment of another provider, stream, body in memory
 --- matrix: moderation_opt_in stream memory
 
 
 
-=== TEST 97: moderation opted in: the next deployment of another provider, stream, body in a temporary file
+=== TEST 105: moderation opted in: the next deployment of another provider, stream, body in a temporary file
 --- matrix: moderation_opt_in stream file

@@ -724,7 +724,7 @@ qr{^qwen-fo status=504 dep=cn/cn-chat attempts=3 failovers="sg/sg-chat:timeout u
 
 
 
-=== TEST 13: a chain ended by first-byte budgets: 502 upstream_unavailable
+=== TEST 13: a chain ended by first-byte budgets: 504 upstream_timeout (docs/failover.md)
 --- location
 qwen_first_byte_timeout 300ms;
 qwen_failover_tries 2;
@@ -732,15 +732,15 @@ qwen_failover_tries 2;
 X-Mock-Plan: *=slow:1000
 --- request eval
 main::chat_request('fo-chat', 1)
---- error_code: 502
+--- error_code: 504
 --- response_headers
 Content-Type: application/json
 --- response_body_like eval
-qr/\A\{"error":\{"message":"The upstream could not be reached\.","type":"server_error","param":null,"code":"upstream_unavailable"\}\}\n?\z/
+qr/\A\{"error":\{"message":"The upstream did not answer in time\.","type":"server_error","param":null,"code":"upstream_timeout"\}\}\n?\z/
 --- mock_record eval
 [[1, 'sg/sg-chat'], [2, 'us/us-chat', 280, 900]]
 --- access_line eval
-qr{^qwen-fo status=502 dep=us/us-chat attempts=2 failovers="sg/sg-chat:first_byte(?: us/us-chat:first_byte)?" }
+qr{^qwen-fo status=504 dep=us/us-chat attempts=2 failovers="sg/sg-chat:first_byte(?: us/us-chat:first_byte)?" }
 --- no_error_log
 [alert]
 [crit]

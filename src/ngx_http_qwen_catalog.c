@@ -443,8 +443,9 @@ ngx_http_qwen_catalog_load_deployments(ngx_conf_t *cf,
         if (ngx_http_qwen_deploy_add(cf, model, &region, &id, weight)
             != NGX_OK)
         {
-            return "a deployment's model id has a control character, or "
-                   "the region is named twice";
+            return "a deployment's region or model id has a control "
+                   "character or a blank, or the same deployment is written "
+                   "twice, or there are more than 16";
         }
 
         d = model->deployments->elts;

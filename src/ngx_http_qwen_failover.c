@@ -59,6 +59,8 @@ static ngx_int_t ngx_http_qwen_chain_build(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_failover_t *fo,
     ngx_http_qwen_error_t *err);
 static void ngx_http_qwen_chain_spread(ngx_http_qwen_failover_t *fo);
+static ngx_int_t ngx_http_qwen_chain_region_first(ngx_http_request_t *r,
+    ngx_http_qwen_failover_t *fo);
 static ngx_uint_t ngx_http_qwen_next(ngx_http_request_t *r,
     ngx_http_qwen_failover_t *fo, ngx_uint_t *soonest, ngx_msec_t *wait);
 static ngx_int_t ngx_http_qwen_attempt(ngx_http_request_t *r,
@@ -73,7 +75,8 @@ static ngx_int_t ngx_http_qwen_decide(ngx_http_request_t *r,
 static ngx_uint_t ngx_http_qwen_classify(ngx_http_request_t *r,
     ngx_http_qwen_failover_t *fo);
 static ngx_msec_t ngx_http_qwen_cooldown_of(ngx_http_qwen_loc_conf_t *qlcf,
-    ngx_uint_t outcome, ngx_msec_t retry_after);
+    ngx_http_qwen_deployment_t *d, ngx_uint_t outcome,
+    ngx_msec_t retry_after);
 static ngx_msec_t ngx_http_qwen_retry_after(ngx_http_request_t *r);
 static void ngx_http_qwen_move_note(ngx_http_request_t *r,
     ngx_http_qwen_failover_t *fo, ngx_http_qwen_deployment_t *d,
@@ -419,6 +422,19 @@ ngx_http_qwen_deployments_init(ngx_conf_t *cf,
                 *p++ = '/';
                 ngx_memcpy(p, d[j].model.data, d[j].model.len);
 
+                for (h = 0; h < j; h++) {
+                    if (d[h].name.len == d[j].name.len
+                        && ngx_strncmp(d[h].name.data, d[j].name.data,
+                                       d[j].name.len) == 0)
+                    {
+                        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                                      "model \"%V\": deployment \"%V\" is "
+                                      "in its chain twice", &m->id,
+                                      &d[j].name);
+                        return NGX_ERROR;
+                    }
+                }
+
                 /* the same deployment in two chains: one health */
 
                 dp = qmcf->deployments.elts;
@@ -555,10 +571,26 @@ ngx_http_qwen_route(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         return ngx_http_qwen_attempt(r, ctx, fo, fo->forced, err);
     }
 
+    if (!fo->enabled) {
+        /* without failover, the one deployment, whatever its health */
+        return ngx_http_qwen_attempt(r, ctx, fo, 0, err);
+    }
+
+    fo->keyless = 0;
+
     i = ngx_http_qwen_next(r, fo, &soonest, &wait);
 
     if (i != NGX_HTTP_QWEN_NONE) {
         return ngx_http_qwen_attempt(r, ctx, fo, i, err);
+    }
+
+    if (fo->keyless && fo->back == 0) {
+        /* nothing is out: what is left has no key; the error says so */
+        for (i = 0; i < fo->n; i++) {
+            if (!(fo->tried & ((ngx_uint_t) 1 << i))) {
+                return ngx_http_qwen_attempt(r, ctx, fo, i, err);
+            }
+        }
     }
 
     /* every deployment cools down: wait for the first back, if soon */
@@ -568,7 +600,7 @@ ngx_http_qwen_route(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "qwen: every deployment of model \"%V\" cools down; "
-                      "waiting %M ms for \"%V\"", &ctx->model, wait,
+                      "waiting %M ms for \"%V\"", &ctx->requested_model, wait,
                       &fo->chain[soonest]->name);
 
         fo->force = 1;
@@ -586,14 +618,16 @@ ngx_http_qwen_route(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "qwen: every deployment of model \"%V\" is out "
                       "(\"%V\" is back in %M ms): request refused",
-                      &ctx->model, &fo->chain[soonest]->name, wait);
+                      &ctx->requested_model, &fo->chain[soonest]->name, wait);
 
     } else {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "qwen: every deployment of model \"%V\" is out "
                       "(a refused key, arrears, a missing model): request "
-                      "refused", &ctx->model);
-        wait = 0;
+                      "refused", &ctx->requested_model);
+
+        /* the first of them back */
+        wait = fo->back;
     }
 
     ngx_http_qwen_error_set(err, NGX_HTTP_SERVICE_UNAVAILABLE, "server_error",
@@ -637,6 +671,10 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
         ngx_http_qwen_chain_spread(fo);
 
+        if (ngx_http_qwen_chain_region_first(r, fo) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
     } else {
         rc = ngx_http_qwen_region_select(r, ctx, &first, err);
         if (rc != NGX_OK) {
@@ -674,6 +712,62 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
     if (!fo->enabled) {
         fo->n = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A location's qwen_default_region, where it is set, puts the chain's
+ * deployments in that region first (in their order), so that an
+ * error_page into a named location with another region starts there.
+ */
+
+static ngx_int_t
+ngx_http_qwen_chain_region_first(ngx_http_request_t *r,
+    ngx_http_qwen_failover_t *fo)
+{
+    ngx_str_t                    name;
+    ngx_uint_t                   i, k;
+    ngx_http_qwen_loc_conf_t    *qlcf;
+    ngx_http_qwen_deployment_t  *first[NGX_HTTP_QWEN_MAX_CHAIN];
+    ngx_http_qwen_deployment_t  *rest[NGX_HTTP_QWEN_MAX_CHAIN];
+    ngx_uint_t                   nfirst, nrest;
+
+    qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
+
+    if (qlcf->region == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, qlcf->region, &name) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    nfirst = 0;
+    nrest = 0;
+
+    for (i = 0; i < fo->n; i++) {
+        if (fo->chain[i]->region_name.len == name.len
+            && ngx_strncmp(fo->chain[i]->region_name.data, name.data,
+                           name.len) == 0)
+        {
+            first[nfirst++] = fo->chain[i];
+
+        } else {
+            rest[nrest++] = fo->chain[i];
+        }
+    }
+
+    k = 0;
+
+    for (i = 0; i < nfirst; i++) {
+        fo->chain[k++] = first[i];
+    }
+
+    for (i = 0; i < nrest; i++) {
+        fo->chain[k++] = rest[i];
     }
 
     return NGX_OK;
@@ -751,6 +845,7 @@ ngx_http_qwen_next(ngx_http_request_t *r, ngx_http_qwen_failover_t *fo,
     *soonest = NGX_HTTP_QWEN_NONE;
     *wait = 0;
     probe = NGX_HTTP_QWEN_NONE;
+    fo->back = 0;
 
     for (i = 0; i < fo->n; i++) {
 
@@ -759,6 +854,12 @@ ngx_http_qwen_next(ngx_http_request_t *r, ngx_http_qwen_failover_t *fo,
         }
 
         region = fo->chain[i]->region;
+
+        if (region->target->credential.len == 0) {
+            /* no key here (key_env= unset): as if it were not written */
+            fo->keyless = 1;
+            continue;
+        }
 
         if (fo->moderated.len
             && region->provider.len == fo->moderated.len
@@ -774,6 +875,10 @@ ngx_http_qwen_next(ngx_http_request_t *r, ngx_http_qwen_failover_t *fo,
 
         if (down == 0) {
             return i;
+        }
+
+        if (fo->back == 0 || down < fo->back) {
+            fo->back = down;
         }
 
         switch (reason) {
@@ -830,6 +935,9 @@ ngx_http_qwen_attempt(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     fo->tried |= ((ngx_uint_t) 1 << i);
     fo->current = i;
     fo->attempts++;
+    fo->counted = 0;
+    fo->truncated = 0;
+    fo->outcome = NGX_HTTP_QWEN_OUT_OK;
 
     ctx->deployment = d;
     ctx->region = region;
@@ -884,8 +992,9 @@ ngx_http_qwen_attempt(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
 /*
  * A provider's extra headers go into the request's header list, after
- * the client's; those of a previous attempt's provider are cut off
- * first.  They are configuration, never secrets.
+ * the client's (which are shaped by then); the next attempt cuts them
+ * off again first (ngx_http_qwen_route_headers_clear()).  They are
+ * configuration, never secrets.
  */
 
 static ngx_int_t
@@ -896,17 +1005,11 @@ ngx_http_qwen_provider_headers(ngx_http_request_t *r,
     ngx_keyval_t     *kv;
     ngx_table_elt_t  *h;
 
-    if (fo->headers_part) {
-        fo->headers_part->nelts = fo->headers_nelts;
-        fo->headers_part->next = NULL;
-        r->headers_in.headers.last = fo->headers_part;
-        fo->headers_part = NULL;
-    }
-
     if (region->headers == NULL) {
         return NGX_OK;
     }
 
+    fo->headers_list = &r->headers_in.headers;
     fo->headers_part = r->headers_in.headers.last;
     fo->headers_nelts = fo->headers_part->nelts;
 
@@ -934,6 +1037,24 @@ ngx_http_qwen_provider_headers(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+void
+ngx_http_qwen_route_headers_clear(ngx_http_qwen_ctx_t *ctx)
+{
+    ngx_http_qwen_failover_t  *fo;
+
+    fo = ctx->failover;
+
+    if (fo == NULL || fo->headers_part == NULL) {
+        return;
+    }
+
+    fo->headers_part->nelts = fo->headers_nelts;
+    fo->headers_part->next = NULL;
+    fo->headers_list->last = fo->headers_part;
+    fo->headers_part = NULL;
 }
 
 
@@ -1026,8 +1147,13 @@ ngx_http_qwen_failover_header(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
         fo->outcome = ngx_http_qwen_classify(r, fo);
     }
 
-    ngx_http_qwen_health_attempt(qmcf->health, ctx->deployment,
-                                 fo->outcome, 0);
+    /* counted at the log phase (ngx_http_qwen_failover_log()): a cut
+     * stream changes the outcome; a success puts a deployment back now */
+
+    if (fo->outcome == NGX_HTTP_QWEN_OUT_OK) {
+        ngx_http_qwen_health_attempt(qmcf->health, ctx->deployment,
+                                     fo->outcome, 0, 0);
+    }
 
     fo->passing = 1;
     r->error_page = fo->error_page;
@@ -1093,7 +1219,11 @@ ngx_http_qwen_failover_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                 n = b->last - b->pos;
             }
 
-            n = ngx_min(n, (size_t) (fo->held->end - fo->held->last));
+            if (n > (size_t) (fo->held->end - fo->held->last)) {
+                n = fo->held->end - fo->held->last;
+                fo->truncated = 1;
+            }
+
             fo->held->last = ngx_cpymem(fo->held->last, b->pos, n);
 
             b->pos = b->last;
@@ -1136,14 +1266,22 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     outcome = ngx_http_qwen_classify(r, fo);
     fo->outcome = outcome;
 
+    fo->counted = 1;
+
     if (outcome == NGX_HTTP_QWEN_OUT_CLIENT_ERROR
         || outcome == NGX_HTTP_QWEN_OUT_OK)
     {
-        ngx_http_qwen_health_attempt(qmcf->health, d, outcome, 0);
+        ngx_http_qwen_health_attempt(qmcf->health, d, outcome, 0, 1);
         return ngx_http_qwen_release(r, ctx, fo, NULL);
     }
 
-    cooldown = ngx_http_qwen_cooldown_of(qlcf, outcome, fo->retry_after);
+    cooldown = ngx_http_qwen_cooldown_of(qlcf, d, outcome, fo->retry_after);
+
+    if (!(qlcf->failover_on & (1 << outcome))) {
+        /* not a trigger here: the answer, and no verdict on the upstream */
+        ngx_http_qwen_health_attempt(qmcf->health, d, outcome, 0, 1);
+        return ngx_http_qwen_release(r, ctx, fo, NULL);
+    }
 
     if (outcome == NGX_HTTP_QWEN_OUT_HTTP_429 && !fo->retried) {
         /* the first throttle: others wait it out too, this one retries */
@@ -1161,10 +1299,12 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         wait = ngx_min(wait, qlcf->retry_after_max);
 
         /* others respect the whole Retry-After; this request retries */
-        cooldown = ngx_max(wait, fo->retry_after);
+        if (cooldown) {
+            cooldown = ngx_max(wait, fo->retry_after);
+        }
     }
 
-    ngx_http_qwen_health_attempt(qmcf->health, d, outcome, cooldown);
+    ngx_http_qwen_health_attempt(qmcf->health, d, outcome, cooldown, 1);
 
     if (outcome == NGX_HTTP_QWEN_OUT_AUTH) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1173,16 +1313,12 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                       fo->held_status, cooldown);
     }
 
-    if (!(qlcf->failover_on & (1 << outcome))) {
-        return ngx_http_qwen_release(r, ctx, fo, NULL);
-    }
-
     left = ngx_http_qwen_budget_left(r, fo);
 
     if (fo->attempts >= qlcf->failover_tries || left == 0) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "qwen: failover of model \"%V\" stops at \"%V\": %s "
-                      "(attempt %ui of %ui, %M ms left)", &ctx->model,
+                      "(attempt %ui of %ui, %M ms left)", &ctx->requested_model,
                       &d->name, ngx_http_qwen_outcome_name(outcome),
                       fo->attempts, qlcf->failover_tries, left);
 
@@ -1207,6 +1343,8 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                       cooldown, fo->attempts, qlcf->failover_tries);
 
         ngx_http_qwen_move_note(r, fo, d, outcome);
+        ngx_http_qwen_health_move(qmcf->health, d, d, outcome,
+                                  r->connection->log);
 
         return ngx_http_qwen_schedule(r, ctx, fo, cooldown);
     }
@@ -1232,7 +1370,8 @@ ngx_http_qwen_decide(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     if (next == NGX_HTTP_QWEN_NONE) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "qwen: failover of model \"%V\" stops at \"%V\": %s; "
-                      "no other deployment is left", &ctx->model, &d->name,
+                      "no other deployment is left", &ctx->requested_model,
+                      &d->name,
                       ngx_http_qwen_outcome_name(outcome));
 
         ngx_http_qwen_move_note(r, fo, d, outcome);
@@ -1380,9 +1519,25 @@ ngx_http_qwen_classify(ngx_http_request_t *r, ngx_http_qwen_failover_t *fo)
 
 
 static ngx_msec_t
-ngx_http_qwen_cooldown_of(ngx_http_qwen_loc_conf_t *qlcf, ngx_uint_t outcome,
-    ngx_msec_t retry_after)
+ngx_http_qwen_cooldown_of(ngx_http_qwen_loc_conf_t *qlcf,
+    ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t retry_after)
 {
+    if (d->model.len == 0
+        && outcome != NGX_HTTP_QWEN_OUT_ERROR
+        && outcome != NGX_HTTP_QWEN_OUT_TIMEOUT
+        && outcome != NGX_HTTP_QWEN_OUT_AUTH
+        && outcome != NGX_HTTP_QWEN_OUT_ARREARS)
+    {
+        /*
+         * A region itself, shared by every model without a chain: only
+         * what concerns the whole region (it cannot be reached, its key is
+         * refused) takes it out; one model's 429, 5xx or absence must not
+         * take it out for the others (a client could otherwise do it by
+         * asking for a model that does not exist).
+         */
+        return 0;
+    }
+
     switch (outcome) {
 
     case NGX_HTTP_QWEN_OUT_AUTH:
@@ -1577,6 +1732,16 @@ ngx_http_qwen_release(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         }
 
         return ngx_http_qwen_next_body(r, out);
+    }
+
+    if (fo->truncated) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "qwen: the upstream's error answer is longer than "
+                      "%uz bytes: the client gets its first %uz",
+                      (size_t) NGX_HTTP_QWEN_HELD_MAX,
+                      (size_t) NGX_HTTP_QWEN_HELD_MAX);
+
+        ngx_http_clear_content_length(r);
     }
 
     rc = ngx_http_qwen_next_header(r);
@@ -1917,9 +2082,16 @@ ngx_http_qwen_failover_cut(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
     qlcf = ngx_http_get_module_loc_conf(r, ngx_http_qwen_module);
 
-    ngx_http_qwen_health_attempt(qmcf->health, ctx->deployment,
-                                 NGX_HTTP_QWEN_OUT_CUT,
-                                 fo->enabled ? qlcf->cooldown_transient : 0);
+    fo->outcome = NGX_HTTP_QWEN_OUT_CUT;
+
+    if (fo->enabled && ctx->deployment) {
+        ngx_http_qwen_health_attempt(qmcf->health, ctx->deployment,
+                                     NGX_HTTP_QWEN_OUT_CUT,
+                                     ngx_http_qwen_cooldown_of(qlcf,
+                                         ctx->deployment,
+                                         NGX_HTTP_QWEN_OUT_CUT, 0),
+                                     0);
+    }
 
     b = ngx_calloc_buf(r->pool);
     cl = ngx_alloc_chain_link(r->pool);
@@ -1936,6 +2108,33 @@ ngx_http_qwen_failover_cut(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     cl->next = out;
 
     return cl;
+}
+
+
+/*
+ * The log phase: the attempt whose answer went to the client is counted
+ * under its outcome (a stream cut after the header counts as "cut").
+ */
+
+void
+ngx_http_qwen_failover_log(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
+{
+    ngx_http_qwen_failover_t   *fo;
+    ngx_http_qwen_main_conf_t  *qmcf;
+
+    fo = ctx->failover;
+
+    if (fo == NULL || !fo->passing || fo->counted || ctx->deployment == NULL)
+    {
+        return;
+    }
+
+    fo->counted = 1;
+
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
+
+    ngx_http_qwen_health_attempt(qmcf->health, ctx->deployment, fo->outcome,
+                                 0, 1);
 }
 
 

@@ -195,6 +195,12 @@ ngx_http_qwen_headers_shape(ngx_http_request_t *r)
 
     r->headers_in.headers = list;
 
+    /* a list of one part: its "last" pointed at the local copy's part */
+
+    if (list.last == &list.part) {
+        r->headers_in.headers.last = &r->headers_in.headers.part;
+    }
+
     return NGX_OK;
 }
 

@@ -313,11 +313,15 @@ ngx_http_qwen_health_down(ngx_http_qwen_health_t *health,
 }
 
 
-/* an attempt ended; a cooldown (0: none) takes the deployment out */
+/*
+ * An attempt ended (counted under its outcome when "count"); a cooldown
+ * (0: none) takes the deployment out; a success puts it back.
+ */
 
 void
 ngx_http_qwen_health_attempt(ngx_http_qwen_health_t *health,
-    ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t cooldown)
+    ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t cooldown,
+    ngx_uint_t count)
 {
     ngx_msec_t                    until;
     ngx_http_qwen_health_slot_t  *s;
@@ -330,7 +334,9 @@ ngx_http_qwen_health_attempt(ngx_http_qwen_health_t *health,
 
     s = &health->table->slots[d->health];
 
-    (void) ngx_atomic_fetch_add(&s->attempts[outcome], 1);
+    if (count) {
+        (void) ngx_atomic_fetch_add(&s->attempts[outcome], 1);
+    }
 
     if (cooldown) {
         /* 0 means "up": a cooldown never ends exactly there */

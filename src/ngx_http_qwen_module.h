@@ -254,8 +254,10 @@ typedef struct {
     ngx_msec_t                    wait_until;    /* WAITING until then */
     ngx_uint_t                    forced;        /* chain[] to take next */
     ngx_str_t                     moderated;     /* provider that refused */
-    ngx_list_part_t              *headers_part;  /* the client's headers */
-    ngx_uint_t                    headers_nelts; /* end before ours */
+    ngx_list_t                   *headers_list;  /* the client's headers */
+    ngx_list_part_t              *headers_part;  /* and where they ended */
+    ngx_uint_t                    headers_nelts; /* before the provider's */
+    ngx_msec_t                    back;          /* first one out back */
 
     /* an answer held back while the gateway decides */
     ngx_buf_t                    *held;          /* its first bytes */
@@ -273,6 +275,9 @@ typedef struct {
     unsigned                      waiting_cooldown:1;
     unsigned                      passing:1;     /* release: let through */
     unsigned                      cut:1;         /* error event sent */
+    unsigned                      keyless:1;     /* a deployment had no key */
+    unsigned                      counted:1;     /* the answer's attempt */
+    unsigned                      truncated:1;   /* held bytes dropped */
     unsigned                      error_page:1;  /* r->error_page before */
 } ngx_http_qwen_failover_t;
 
@@ -389,6 +394,7 @@ ngx_int_t ngx_http_qwen_deployments_init(ngx_conf_t *cf,
     ngx_http_qwen_main_conf_t *qmcf);
 ngx_int_t ngx_http_qwen_route(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+void ngx_http_qwen_route_headers_clear(ngx_http_qwen_ctx_t *ctx);
 ngx_int_t ngx_http_qwen_failover_header(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
 ngx_int_t ngx_http_qwen_failover_body(ngx_http_request_t *r,
@@ -407,7 +413,8 @@ ngx_int_t ngx_http_qwen_health_init_zone(ngx_http_qwen_health_t *health,
 ngx_msec_t ngx_http_qwen_health_down(ngx_http_qwen_health_t *health,
     ngx_http_qwen_deployment_t *d, ngx_uint_t *reason);
 void ngx_http_qwen_health_attempt(ngx_http_qwen_health_t *health,
-    ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t cooldown);
+    ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t cooldown,
+    ngx_uint_t count);
 void ngx_http_qwen_health_move(ngx_http_qwen_health_t *health,
     ngx_http_qwen_deployment_t *from, ngx_http_qwen_deployment_t *to,
     ngx_uint_t outcome, ngx_log_t *log);

@@ -286,6 +286,18 @@ ngx_http_qwen_ready(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 
     err.status = 0;
 
+    /*
+     * The client's headers are shaped before the route adds those of the
+     * provider (ngx_http_qwen_route() first takes away those it added for
+     * a previous attempt), so that shaping never sees the gateway's own.
+     */
+
+    ngx_http_qwen_route_headers_clear(ctx);
+
+    if (ngx_http_qwen_headers_shape(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     rc = ngx_http_qwen_route(r, ctx, &err);
 
     if (rc == NGX_DONE) {
@@ -295,10 +307,6 @@ ngx_http_qwen_ready(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 
     if (rc != NGX_OK) {
         return ngx_http_qwen_fail(r, ctx, &err);
-    }
-
-    if (ngx_http_qwen_headers_shape(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

@@ -599,6 +599,8 @@ ngx_http_qwen_log_handler(ngx_http_request_t *r)
 
     ngx_http_qwen_credential_seal(r, ctx);
 
+    ngx_http_qwen_failover_log(r, ctx);
+
     ngx_http_qwen_account(r, ctx);
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);

@@ -601,7 +601,7 @@ qr{^qwen-fo status=501 dep=sg/sg-chat attempts=1 failovers="-?" }
 
 
 
-=== TEST 7: a 401 whose trigger is not listed goes to the client, and still takes the deployment out
+=== TEST 7: a 401 whose trigger is not listed goes to the client, and does not take the deployment out
 --- location
 qwen_failover_on http_503;
 --- more_headers eval
@@ -611,12 +611,12 @@ qwen_failover_on http_503;
 --- error_code eval
 [401, 200]
 --- response_body_like eval
-[qr/"code":"invalid_api_key"/, qr/"content":"Mock reply from us-chat\."/]
+[qr/"code":"invalid_api_key"/, qr/"content":"Mock reply from sg-chat\."/]
 --- mock_record eval
-[[[1, 'sg/sg-chat']], [[1, 'us/us-chat']]]
+[[[1, 'sg/sg-chat']], [[1, 'sg/sg-chat']]]
 --- access_line eval
 [qr{^qwen-fo status=401 dep=sg/sg-chat attempts=1 },
- qr{^qwen-fo status=200 dep=us/us-chat attempts=1 failovers="-?" }]
+ qr{^qwen-fo status=200 dep=sg/sg-chat attempts=1 failovers="-?" }]
 --- no_error_log
 [alert]
 [crit]
@@ -1001,7 +1001,7 @@ qwen_deployment_up{deployment="sg/sg-chat"} 0.0
 
 
 
-=== TEST 28: a chain that reaches a region without a key: 503 no_upstream_key
+=== TEST 28: a region without a key is passed over: the chain ends at the last deployment that has one
 --- catalogue
     qwen_region nokey url=http://dashscope_mock path=/compatible-mode key_env=QWEN_TEST_140_NO_SUCH_KEY;
     qwen_model fo-nokey input=1 output=2 deploy=sg:sg-chat deploy=nokey:nk-chat;
@@ -1011,9 +1011,28 @@ X-Mock-Plan: 1=status:503
 main::chat_request('fo-nokey')
 --- error_code: 503
 --- response_body_like eval
-qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"no_upstream_key"\}\}\n?\z/
+qr/"code":"ServiceUnavailable"/
 --- mock_record eval
 [[1, 'sg/sg-chat']]
+--- error_log
+no other deployment is left
+--- no_error_log
+[alert]
+[crit]
+
+
+
+=== TEST 28b: a chain whose only deployment has no key: 503 no_upstream_key
+--- catalogue
+    qwen_region nokey url=http://dashscope_mock path=/compatible-mode key_env=QWEN_TEST_140_NO_SUCH_KEY;
+    qwen_model fo-nokey input=1 output=2 deploy=nokey:nk-chat;
+--- request eval
+main::chat_request('fo-nokey')
+--- error_code: 503
+--- response_body_like eval
+qr/\A\{"error":\{"message":"[^"]+","type":"[^"]+","param":null,"code":"no_upstream_key"\}\}\n?\z/
+--- error_log
+region "nokey" has no API key
 --- no_error_log
 [alert]
 [crit]

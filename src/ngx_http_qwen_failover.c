@@ -587,7 +587,9 @@ ngx_http_qwen_route(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     if (fo->keyless && fo->back == 0) {
         /* nothing is out: what is left has no key; the error says so */
         for (i = 0; i < fo->n; i++) {
-            if (!(fo->tried & ((ngx_uint_t) 1 << i))) {
+            if (!(fo->tried & ((ngx_uint_t) 1 << i))
+                && fo->chain[i]->region->target->credential.len == 0)
+            {
                 return ngx_http_qwen_attempt(r, ctx, fo, i, err);
             }
         }

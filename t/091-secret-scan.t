@@ -76,14 +76,37 @@ _EOT_
         "127.0.0.1 - - \"GET /?$key HTTP/1.1\" 200 2",               # 12: found
         "2026/01/01 00:00:00 [error] 10#10: *4 the key is $key",     # 13: found
         "$d http header: \"Authorization: Bearer $key\"",            # 14: found
+        # the other headers a key goes in (auth_header=): api-key, x-api-key
+        "$d http script copy: \"api-key\"",
+        "$d http script var: \"$key\"",                                # 16: exempt
+        "$d http script copy: \"X-API-Key\"",
+        "$d http script copy: \"$key\"",                               # 18: exempt (a constant)
+        "$d http script copy: \"x-api-key\"",
+        "$d http script copy: \"Bearer \"",
+        "$d http script var: \"$key\"",                                # 21: exempt
+        "$d http script copy: \"api-key\"",
+        "$d http script var: \"$key\"",                                # 23: exempt
+        "$d http script var: \"$key\"",                                # 24: found (one value only)
+        "$d http script copy: \"x-api-key-2\"",
+        "$d http script var: \"$key\"",                                # 26: found (another name)
+        "$d http script copy: \"api-key\"",
+        "2026/01/01 00:00:00 [debug] 10#10: *4 http script var: \"$key\"", # 28: found (another request)
+        "$d http script copy: \"x-api-key\"",
+        "2026/01/01 00:00:00 [info] 10#10: *3 api-key: $key",           # 30: found (not a debug record)
+        "$d http script copy: \"my-api-key\"",
+        "$d http script var: \"$key\"",                                # 32: found (another name)
+        "$d http header: \"api-key: $key\"",                           # 33: found (the client's)
+        "$d http script copy: \"api-key: $key\"",                      # 34: found (not the name)
+        "$d http proxy header: \"x-api-key: $key\"",                   # 35: exempt (one header)
     );
     open my $fh, '>', "$dir/error.log" or die $!;
     print $fh map { "$_\n" } @lines;
     close $fh;
     my @hits = Qwen::SecretScan::scan_log_file("$dir/error.log", [$key]);
-    is_deeply([map { $_->{line} } @hits], [5, 12, 13, 14],
+    is_deeply([map { $_->{line} } @hits], [5, 12, 13, 14, 24, 26, 28, 30, 32, 33, 34],
               "the proxy module's debug records of the upstream request are "
-              . "exempt, nothing else is");
+              . "exempt (the key in Authorization, api-key or x-api-key), "
+              . "nothing else is");
 }
 
 # --- deliberate leaks, end to end -------------------------------------------
@@ -98,7 +121,7 @@ if (!defined $tn_inc) {
     $tn_inc = '' if system("'$^X' -MTest::Nginx::Socket -e1 2>/dev/null") == 0;
 }
 SKIP: {
-    skip 'Test::Nginx::Socket is not available', 14 unless defined $tn_inc;
+    skip 'Test::Nginx::Socket is not available', 15 unless defined $tn_inc;
 
     my $dir = tempdir(CLEANUP => 1);
     my $secrets = "$dir/secrets";
@@ -147,6 +170,8 @@ GET /$key
 --- config
     location = /up {
         proxy_set_header Authorization "Bearer $key";
+        proxy_set_header api-key "$key";
+        proxy_set_header X-Api-Key "$key";
         proxy_pass http://127.0.0.1:1/up;
     }
 --- request
@@ -160,6 +185,16 @@ GET /up
 GET /d?$key
 --- response_body
 ok
+
+=== TEST 6: the key in the debug record of a header that is not a key's
+--- config
+    location = /up {
+        proxy_set_header X-Api-Key-Old "$key";
+        proxy_pass http://127.0.0.1:1/up;
+    }
+--- request
+GET /up
+--- error_code: 502
 _EOT_
     close $fh;
 
@@ -245,7 +280,7 @@ _EOT_
         isnt($tn_status, 0, 'the Test::Nginx file with a leak fails') or diag $tn;
         like($tn, qr/^not ok \d+ - .*TEST 1: a key in an answer - the answer to request 0 .*carries no upstream key$/m,
              'on the answer that carries the key');
-        unlike($tn, qr/^not ok \d+ - .*TEST [2-5]/m,
+        unlike($tn, qr/^not ok \d+ - .*TEST [2-6]/m,
                'and on nothing else (an echo answer may carry it)') or diag $tn;
         isnt($bh_status, 0, 'the HTTP::Tiny file with a leak fails') or diag $bh;
         like($bh, qr{^not ok \d+ - the answer to GET http://\S+/body carries no upstream key$}m,
@@ -273,7 +308,10 @@ _EOT_
     ok($where{'leak-test-nginx.t/error.log'}{'TEST 5'},
        'a debug line that is not the upstream request') or diag $out;
     ok(!$where{'leak-test-nginx.t/error.log'}{'TEST 4'},
-       'but not the upstream request in the debug log') or diag $out;
+       'but not the upstream request in the debug log (Authorization, '
+       . 'api-key, x-api-key)') or diag $out;
+    ok($where{'leak-test-nginx.t/error.log'}{'TEST 6'},
+       'a debug record of another header of the upstream request') or diag $out;
     ok($where{'leak-by-hand.t/access.log'}{'by hand'},
        'the access log of an nginx started by hand, in a directory since removed')
         or diag $out;

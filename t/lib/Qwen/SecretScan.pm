@@ -152,6 +152,11 @@ sub extract_keys {
 #   ... [debug] PID#TID: *N http script copy: "Authorization"
 #   ... [debug] PID#TID: *N http script copy: "Bearer "     (if any)
 #   ... [debug] PID#TID: *N http script var: "Bearer KEY"
+# and the same for the two other headers a key goes in (auth_header=),
+# "proxy_set_header api-key $qwen_upstream_api_key" and "x-api-key
+# $qwen_upstream_x_api_key" (the name in any case, nothing else in it):
+#   ... [debug] PID#TID: *N http script copy: "api-key"
+#   ... [debug] PID#TID: *N http script var: "KEY"
 # That is what nginx's debug log is, not something the module can or should
 # change (nobody runs debug logs with real keys). Only these records are
 # exempt: every other line, a debug line of the module's, the same variable
@@ -182,8 +187,11 @@ sub scan_log_file {
                         $in_dump = 1;
                         next;
                     }
-                } elsif ($what eq 'script copy' && lc($rest) eq ' "authorization"') {
-                    # proxy_set_header Authorization ...: its value comes next
+                } elsif ($what eq 'script copy'
+                         && lc($rest) =~ /\A "(?:authorization|api-key|x-api-key)"\z/)
+                {
+                    # proxy_set_header Authorization|api-key|x-api-key ...:
+                    # its value comes next
                     $auth_conn = $conn;
                     next;
                 } elsif ($auth_conn eq $conn) {

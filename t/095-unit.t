@@ -31,6 +31,10 @@ my @units = (
         srcs => ['t/unit/edit_test.c', 'src/ngx_http_qwen_edit.c',
                  'src/ngx_http_qwen_json.c'],
     },
+    {
+        name => 'sha256',
+        srcs => ['t/unit/sha256_test.c', 'src/ngx_http_qwen_sha256.c'],
+    },
 );
 
 my $san = '-fsanitize=address,undefined -fno-sanitize-recover=all';

@@ -1256,7 +1256,8 @@ check_splice(const unsigned char *body, size_t len, const qwen_json_scan_t *s,
 
 
 static const char *const  field_names[QWEN_FIELD_N] = {
-    "model", "stream", "stream_options", "include_usage"
+    "model", "stream", "stream_options", "include_usage", "max_tokens",
+    "max_completion_tokens"
 };
 
 
@@ -1265,6 +1266,7 @@ check_fields(const unsigned char *body, size_t len, const qwen_json_scan_t *s)
 {
     int                       i;
     size_t                    k, first;
+    unsigned                  n;
     unsigned char             c, z;
     const qwen_json_field_t  *f;
 
@@ -1384,9 +1386,58 @@ check_fields(const unsigned char *body, size_t len, const qwen_json_scan_t *s)
               >= s->fields[QWEN_FIELD_INCLUDE_USAGE].count);
     }
 
-    CHECK(s->root_members >= s->fields[QWEN_FIELD_MODEL].count
-                             + s->fields[QWEN_FIELD_STREAM].count
-                             + s->fields[QWEN_FIELD_STREAM_OPTIONS].count);
+    n = 0;
+
+    for (i = 0; i < QWEN_FIELD_N; i++) {
+        if (i != QWEN_FIELD_INCLUDE_USAGE) {
+            n += s->fields[i].count;
+        }
+    }
+
+    CHECK(s->root_members >= n);
+}
+
+
+/*
+ * qwen_json_uint() on a number member's span: it takes exactly the
+ * tokens of 1 to 19 digits without a leading zero, and gives the value
+ * cJSON gives (exactly, below 2^53).
+ */
+
+static void
+check_uint(const unsigned char *body, const qwen_json_field_t *f,
+    const cJSON *j, const char *name)
+{
+    int           rc, digits;
+    size_t        k, n;
+    uint64_t      v;
+    const cJSON  *last;
+
+    if (f->count == 0 || f->type != QWEN_JSON_NUMBER) {
+        return;
+    }
+
+    n = (size_t) (f->end - f->start);
+    digits = (n >= 1 && n <= 19 && (body[f->start] != '0' || n == 1));
+
+    for (k = 0; k < n; k++) {
+        if (body[f->start + k] < '0' || body[f->start + k] > '9') {
+            digits = 0;
+        }
+    }
+
+    v = 0;
+    rc = qwen_json_uint(body + f->start, n, &v);
+
+    CHECK((rc == 0) == digits);
+
+    last = NULL;
+    members(j, name, &last);
+    CHECK(last != NULL && cJSON_IsNumber(last));
+
+    if (rc == 0 && v < (1ULL << 53)) {
+        CHECK((double) v == last->valuedouble);
+    }
 }
 
 
@@ -1408,7 +1459,13 @@ check_fields_cjson(const unsigned char *body, const qwen_json_scan_t *s,
 
     CHECK(s->root_members == children(j));
 
-    for (i = 0; i < QWEN_FIELD_INCLUDE_USAGE; i++) {
+    /* the root's members (include_usage is stream_options', below) */
+
+    for (i = 0; i < QWEN_FIELD_N; i++) {
+        if (i == QWEN_FIELD_INCLUDE_USAGE) {
+            continue;
+        }
+
         last = NULL;
         n = members(j, field_names[i], &last);
 
@@ -1418,6 +1475,14 @@ check_fields_cjson(const unsigned char *body, const qwen_json_scan_t *s,
             CHECK(s->fields[i].type == cjson_type(last));
             check_span(body, &s->fields[i], last);
         }
+    }
+
+    /* the token counts as the gateway reads them */
+
+    for (i = QWEN_FIELD_MAX_TOKENS; i <= QWEN_FIELD_MAX_COMPLETION_TOKENS;
+         i++)
+    {
+        check_uint(body, &s->fields[i], j, field_names[i]);
     }
 
     /* include_usage: every object "stream_options" counts */

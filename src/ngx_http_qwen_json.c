@@ -518,14 +518,35 @@ qwen_json_name_end(qwen_json_scan_t *s)
     if (s->capture && !s->capture_overflow) {
 
         if (s->depth == 1) {
-            if (n == 5 && memcmp(s->key, "model", 5) == 0) {
-                m = QWEN_FIELD_MODEL;
 
-            } else if (n == 6 && memcmp(s->key, "stream", 6) == 0) {
-                m = QWEN_FIELD_STREAM;
+            /* by length first: one memcmp() at most per root name */
 
-            } else if (n == 14 && memcmp(s->key, "stream_options", 14) == 0) {
-                m = QWEN_FIELD_STREAM_OPTIONS;
+            switch (n) {
+            case 5:
+                if (memcmp(s->key, "model", 5) == 0) {
+                    m = QWEN_FIELD_MODEL;
+                }
+                break;
+            case 6:
+                if (memcmp(s->key, "stream", 6) == 0) {
+                    m = QWEN_FIELD_STREAM;
+                }
+                break;
+            case 10:
+                if (memcmp(s->key, "max_tokens", 10) == 0) {
+                    m = QWEN_FIELD_MAX_TOKENS;
+                }
+                break;
+            case 14:
+                if (memcmp(s->key, "stream_options", 14) == 0) {
+                    m = QWEN_FIELD_STREAM_OPTIONS;
+                }
+                break;
+            case 21:
+                if (memcmp(s->key, "max_completion_tokens", 21) == 0) {
+                    m = QWEN_FIELD_MAX_COMPLETION_TOKENS;
+                }
+                break;
             }
 
         } else if (n == 13 && memcmp(s->key, "include_usage", 13) == 0) {
@@ -690,6 +711,34 @@ done:
     qwen_json_value_end(s, s->offset);
 
     return -1;
+}
+
+
+int
+qwen_json_uint(const unsigned char *p, size_t len, uint64_t *value)
+{
+    size_t    i;
+    uint64_t  v;
+
+    /* 19 digits: at most 9999999999999999999, below 2^64 */
+
+    if (len == 0 || len > 19 || (p[0] == '0' && len > 1)) {
+        return -1;
+    }
+
+    v = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+
+        v = v * 10 + (uint64_t) (p[i] - '0');
+    }
+
+    *value = v;
+
+    return 0;
 }
 
 

@@ -44,6 +44,8 @@ enum {
     QWEN_FIELD_STREAM,             /* "stream" in the root object */
     QWEN_FIELD_STREAM_OPTIONS,     /* "stream_options" in the root object */
     QWEN_FIELD_INCLUDE_USAGE,      /* "include_usage" in "stream_options" */
+    QWEN_FIELD_MAX_TOKENS,         /* "max_tokens" in the root object */
+    QWEN_FIELD_MAX_COMPLETION_TOKENS,  /* "max_completion_tokens" there */
     QWEN_FIELD_N
 };
 
@@ -103,6 +105,14 @@ int qwen_json_scan(qwen_json_scan_t *s, const unsigned char *p, size_t len);
 
 /* end of input; returns 0 if a complete JSON value was seen, else -1 */
 int qwen_json_scan_finish(qwen_json_scan_t *s);
+
+/*
+ * A number token (a field's bytes from start to end) that is a
+ * non-negative integer of at most 19 digits, so that it fits: returns 0
+ * and sets *value, else -1 (a sign, a fraction, an exponent, a leading
+ * zero, anything but digits, too many digits, or no digits at all).
+ */
+int qwen_json_uint(const unsigned char *p, size_t len, uint64_t *value);
 
 /*
  * Writes s as a JSON string literal, quotes included, into dst, which

@@ -32,6 +32,10 @@ my @units = (
                  'src/ngx_http_qwen_json.c'],
     },
     {
+        name => 'json',
+        srcs => ['t/unit/json_test.c', 'src/ngx_http_qwen_json.c'],
+    },
+    {
         name => 'sha256',
         srcs => ['t/unit/sha256_test.c', 'src/ngx_http_qwen_sha256.c'],
     },

@@ -43,6 +43,8 @@ static ngx_chain_t *ngx_http_qwen_body_in_memory(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_qwen_body_set(ngx_http_request_t *r,
     ngx_chain_t *out, off_t len);
+static int64_t ngx_http_qwen_body_max_tokens(ngx_chain_t *body,
+    qwen_json_scan_t *scan);
 static ngx_chain_t *ngx_http_qwen_body_splice(ngx_http_request_t *r,
     ngx_chain_t *in, qwen_edit_plan_t *plan, off_t *len);
 static int ngx_http_qwen_splice_emit(void *data, const unsigned char *p,
@@ -123,6 +125,9 @@ ngx_http_qwen_body_process(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
     ctx->stream = (scan.fields[QWEN_FIELD_STREAM].type == QWEN_JSON_TRUE);
 
+    /* the completion the client allows, for the keys' token reservation */
+    ctx->max_tokens = ngx_http_qwen_body_max_tokens(body, &scan);
+
     rc = ngx_http_qwen_catalog_resolve(r, ctx, qlcf->unknown_model);
 
     if (rc == NGX_ERROR) {
@@ -192,6 +197,63 @@ server_error:
                             sizeof(NGX_HTTP_QWEN_FAILED) - 1);
 
     return NGX_ERROR;
+}
+
+
+/*
+ * max_completion_tokens, else max_tokens, when the body has one that is a
+ * plain non-negative integer; -1 otherwise.  The number is read at the
+ * offsets the scanner recorded, across the body's buffers.
+ */
+
+static int64_t
+ngx_http_qwen_body_max_tokens(ngx_chain_t *body, qwen_json_scan_t *scan)
+{
+    u_char              num[24];
+    off_t               offset, from, to;
+    size_t              n;
+    uint64_t            value;
+    ngx_buf_t          *b;
+    ngx_chain_t        *cl;
+    qwen_json_field_t  *f;
+
+    f = &scan->fields[QWEN_FIELD_MAX_COMPLETION_TOKENS];
+
+    if (f->count == 0) {
+        f = &scan->fields[QWEN_FIELD_MAX_TOKENS];
+    }
+
+    if (f->count != 1 || f->type != QWEN_JSON_NUMBER
+        || f->end - f->start > 20)
+    {
+        return -1;
+    }
+
+    n = 0;
+    offset = 0;
+
+    for (cl = body; cl && offset < f->end; cl = cl->next) {
+        b = cl->buf;
+
+        from = ngx_max(f->start, offset);
+        to = ngx_min(f->end, offset + (b->last - b->pos));
+
+        if (from < to) {
+            ngx_memcpy(num + n, b->pos + (from - offset), to - from);
+            n += to - from;
+        }
+
+        offset += b->last - b->pos;
+    }
+
+    if (n != (size_t) (f->end - f->start)
+        || qwen_json_uint(num, n, &value) != 0
+        || value > NGX_MAX_INT32_VALUE)
+    {
+        return -1;
+    }
+
+    return (int64_t) value;
 }
 
 

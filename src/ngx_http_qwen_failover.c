@@ -712,6 +712,38 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         }
     }
 
+    if (ctx->key && ctx->key->regions) {
+        /* the key's regions only: the others are as if not written */
+
+        n = 0;
+
+        for (i = 0; i < fo->n; i++) {
+            if (ngx_http_qwen_keys_region_allowed(ctx,
+                                              &fo->chain[i]->region_name))
+            {
+                fo->chain[n++] = fo->chain[i];
+            }
+        }
+
+        fo->n = n;
+
+        if (n == 0) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "qwen: rejected request: key \"%V\" may use no "
+                          "region of model \"%V\"", &ctx->key->subject.id,
+                          &ctx->requested_model);
+
+            ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND,
+                                    "invalid_request_error",
+                                    "model_not_found", "model",
+                                    (u_char *) "The model does not exist or "
+                                    "you do not have access to it.",
+                                    sizeof("The model does not exist or you "
+                                           "do not have access to it.") - 1);
+            return NGX_DECLINED;
+        }
+    }
+
     if (!fo->enabled) {
         fo->n = 1;
     }
@@ -1702,6 +1734,14 @@ ngx_http_qwen_release(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_http_qwen_credential_seal(r, ctx);
 
     if (fo->own_error) {
+        ngx_http_qwen_reset_headers_out(r);
+    }
+
+    if (ctx->key && ngx_http_qwen_keys_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (fo->own_error) {
         if (fo->held_status == NGX_HTTP_GATEWAY_TIME_OUT) {
             ngx_http_qwen_error_set(&err, NGX_HTTP_GATEWAY_TIME_OUT,
                                     "server_error", "upstream_timeout", NULL,
@@ -1719,8 +1759,6 @@ ngx_http_qwen_release(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                                     sizeof("The upstream could not be "
                                            "reached.") - 1);
         }
-
-        ngx_http_qwen_reset_headers_out(r);
 
         out = ngx_http_qwen_error_prepare(r, &err);
         if (out == NULL) {

@@ -105,6 +105,10 @@ ngx_http_qwen_header_filter(ngx_http_request_t *r)
     /* no upstream request is built after this: the key is put away */
     ngx_http_qwen_credential_seal(r, ctx);
 
+    if (ctx->key && ngx_http_qwen_keys_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ctx->state != NGX_HTTP_QWEN_READY || ctx->usage != NULL
         || r->header_only)
     {

@@ -595,7 +595,7 @@ ngx_http_qwen_health_json(ngx_http_request_t *r,
         p = ngx_sprintf(p, "}}");
     }
 
-    p = ngx_sprintf(p, "]}\n");
+    p = ngx_sprintf(p, "]");
 
     b->last = p;
 

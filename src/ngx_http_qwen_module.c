@@ -136,6 +136,34 @@ static ngx_command_t  ngx_http_qwen_commands[] = {
       0,
       NULL },
 
+    { ngx_string("qwen_keys_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_qwen_keys_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_keys_state_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_qwen_keys_state_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("qwen_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_qwen_loc_conf_t, keys),
+      NULL },
+
+    { ngx_string("qwen_key_info"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_qwen_key_info,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("qwen_failover"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -225,10 +253,10 @@ ngx_module_t  ngx_http_qwen_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_qwen_limits_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_qwen_limits_exit_process,     /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -309,6 +337,10 @@ ngx_http_qwen_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_qwen_limits_init(cf, qmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (ngx_http_qwen_models_build(cf, qmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
@@ -357,6 +389,8 @@ ngx_http_qwen_create_loc_conf(ngx_conf_t *cf)
     qlcf->cooldown_auth = NGX_CONF_UNSET_MSEC;
     qlcf->cooldown_arrears = NGX_CONF_UNSET_MSEC;
 
+    qlcf->keys = NGX_CONF_UNSET;
+
     return qlcf;
 }
 
@@ -379,6 +413,32 @@ ngx_http_qwen_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->pass_headers, prev->pass_headers, NULL);
 
     ngx_http_qwen_failover_merge(conf, prev);
+
+    ngx_conf_merge_value(conf->keys, prev->keys, 0);
+
+    if (conf->gateway && conf->keys) {
+        qmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_qwen_module);
+
+        if (qmcf->keys == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"qwen_keys on\" in the location of "
+                          "\"qwen_gateway\" in %s:%ui needs a "
+                          "\"qwen_keys_file\" in the http block",
+                          conf->gateway_file, conf->gateway_line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (conf->key_info) {
+        qmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_qwen_module);
+
+        if (qmcf->keys == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"qwen_key_info\" needs a "
+                               "\"qwen_keys_file\" in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (conf->gateway_file == NULL) {
         conf->gateway_file = prev->gateway_file;
@@ -454,7 +514,9 @@ ngx_http_qwen_models_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t
 ngx_http_qwen_preconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_qwen_add_variables(cf) != NGX_OK) {
+    if (ngx_http_qwen_add_variables(cf) != NGX_OK
+        || ngx_http_qwen_keys_add_variables(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -162,6 +162,69 @@ typedef struct {
 
 typedef struct ngx_http_qwen_zone_s  ngx_http_qwen_zone_t;
 typedef struct ngx_http_qwen_health_s  ngx_http_qwen_health_t;
+typedef struct ngx_http_qwen_limits_s  ngx_http_qwen_limits_t;
+
+
+/* client keys (ngx_http_qwen_keys.c) and their limits (..._limits.c) */
+
+#define NGX_HTTP_QWEN_SUBJECT_KEY    0
+#define NGX_HTTP_QWEN_SUBJECT_TEAM   1
+#define NGX_HTTP_QWEN_SUBJECT_MODEL  2
+
+#define NGX_HTTP_QWEN_PERIOD_DAY     1
+#define NGX_HTTP_QWEN_PERIOD_WEEK    2
+#define NGX_HTTP_QWEN_PERIOD_MONTH   3
+#define NGX_HTTP_QWEN_PERIOD_DAYS    4
+
+/* why a keyed request was refused */
+typedef enum {
+    NGX_HTTP_QWEN_REFUSED_RPM = 0,
+    NGX_HTTP_QWEN_REFUSED_TPM,
+    NGX_HTTP_QWEN_REFUSED_CONCURRENCY,
+    NGX_HTTP_QWEN_REFUSED_BUDGET,
+    NGX_HTTP_QWEN_REFUSED_MODEL,
+    NGX_HTTP_QWEN_REFUSED_REASONS
+} ngx_http_qwen_refused_e;
+
+#define NGX_HTTP_QWEN_NONE_REFUSED  ((ngx_uint_t) -1)
+
+
+/* a key, a team or a model, with what it may use; 0: no limit */
+typedef struct {
+    ngx_str_t                     id;            /* the alias, logs show it */
+    ngx_uint_t                    kind;
+    ngx_uint_t                    rpm;
+    ngx_uint_t                    tpm;
+    ngx_uint_t                    concurrency;
+    uint64_t                      budget_nano;   /* USD * 10^9, 0: none */
+    ngx_uint_t                    period;
+    ngx_uint_t                    period_days;
+    ngx_uint_t                    soft_pct;      /* warn at, 0: never */
+    ngx_uint_t                    slot;          /* in the shared table */
+} ngx_http_qwen_subject_t;
+
+
+typedef struct {
+    ngx_http_qwen_subject_t       subject;
+    u_char                        digest[32];    /* sha256 of the key */
+    ngx_str_t                     owner;
+    ngx_http_qwen_subject_t      *team;          /* NULL: none */
+    ngx_array_t                  *models;        /* of ngx_str_t, NULL: any */
+    ngx_array_t                  *regions;       /* of ngx_str_t, NULL: any */
+    time_t                        expires;       /* 0: never */
+    ngx_flag_t                    disabled;
+} ngx_http_qwen_key_t;
+
+
+typedef struct {
+    ngx_array_t                   keys;          /* ngx_http_qwen_key_t */
+    ngx_array_t                   teams;         /* ngx_http_qwen_subject_t */
+    ngx_array_t                   models;        /* ngx_http_qwen_subject_t */
+    ngx_http_qwen_key_t         **table;         /* by digest, open address */
+    ngx_uint_t                    table_mask;
+    ngx_str_t                     file;
+    ngx_str_t                     state_file;
+} ngx_http_qwen_keys_t;
 
 
 typedef struct {
@@ -181,6 +244,10 @@ typedef struct {
 
     ngx_array_t                   deployments;   /* all, of deployment * */
     ngx_http_qwen_health_t       *health;
+
+    ngx_http_qwen_keys_t         *keys;          /* qwen_keys_file, or NULL */
+    ngx_str_t                     state_file;    /* qwen_keys_state_file */
+    ngx_http_qwen_limits_t       *limits;
 
     ngx_int_t                     credential_index[NGX_HTTP_QWEN_CREDENTIAL_KINDS];
 } ngx_http_qwen_main_conf_t;
@@ -220,6 +287,9 @@ typedef struct {
     ngx_msec_t                    cooldown_transient;
     ngx_msec_t                    cooldown_auth;
     ngx_msec_t                    cooldown_arrears;
+
+    ngx_flag_t                    keys;          /* qwen_keys */
+    ngx_flag_t                    key_info;      /* qwen_key_info handler */
 } ngx_http_qwen_loc_conf_t;
 
 
@@ -304,6 +374,18 @@ typedef struct {
     ngx_str_t                     body_model;    /* the model in the body */
 
     ngx_http_qwen_failover_t     *failover;      /* NULL: off */
+
+    /* the client's key (NULL: none asked) and what it was admitted with */
+    ngx_http_qwen_key_t          *key;
+    ngx_http_qwen_subject_t      *model_subject; /* system-wide limits */
+    uint64_t                      reserved;      /* tokens, at admission */
+    int64_t                       remaining_requests;  /* -1: no limit */
+    int64_t                       remaining_tokens;
+    time_t                        reset_in;      /* seconds to the window */
+    uint64_t                      admit_minute;
+    int64_t                       max_tokens;    /* -1: not in the body */
+    unsigned                      admitted:1;
+    unsigned                      settled:1;
 
     /* the answer, as the filters see it */
     qwen_usage_scan_t            *usage;         /* NULL: not read */
@@ -405,6 +487,42 @@ void ngx_http_qwen_failover_log(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
 const char *ngx_http_qwen_outcome_name(ngx_uint_t outcome);
 
+/* ngx_http_qwen_keys.c */
+char *ngx_http_qwen_keys_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_qwen_keys_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_qwen_key_info(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_qwen_keys_authenticate(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+ngx_int_t ngx_http_qwen_keys_admit(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
+ngx_uint_t ngx_http_qwen_keys_region_allowed(ngx_http_qwen_ctx_t *ctx,
+    ngx_str_t *region);
+ngx_int_t ngx_http_qwen_keys_headers(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
+ngx_int_t ngx_http_qwen_keys_add_variables(ngx_conf_t *cf);
+
+/* ngx_http_qwen_limits.c */
+ngx_int_t ngx_http_qwen_limits_init(ngx_conf_t *cf,
+    ngx_http_qwen_main_conf_t *qmcf);
+ngx_int_t ngx_http_qwen_limits_init_zone(ngx_http_qwen_limits_t *limits,
+    ngx_slab_pool_t *shpool, void **shared, ngx_log_t *log);
+ngx_int_t ngx_http_qwen_limits_admit(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_subject_t **subjects,
+    ngx_uint_t n, uint64_t reserve, ngx_http_qwen_error_t *err);
+void ngx_http_qwen_limits_settle(ngx_http_request_t *r,
+    ngx_http_qwen_ctx_t *ctx);
+void ngx_http_qwen_limits_refused_key(ngx_http_qwen_limits_t *limits);
+ngx_int_t ngx_http_qwen_limits_usage(ngx_http_qwen_limits_t *limits,
+    ngx_http_qwen_subject_t *s, uint64_t *rpm, uint64_t *tpm,
+    uint64_t *active, uint64_t *spent, time_t *resets);
+ngx_int_t ngx_http_qwen_limits_prometheus(ngx_http_request_t *r,
+    ngx_http_qwen_limits_t *limits, ngx_chain_t ***ll);
+ngx_int_t ngx_http_qwen_limits_json(ngx_http_request_t *r,
+    ngx_http_qwen_limits_t *limits, ngx_chain_t ***ll);
+ngx_int_t ngx_http_qwen_limits_init_process(ngx_cycle_t *cycle);
+void ngx_http_qwen_limits_exit_process(ngx_cycle_t *cycle);
+
 /* ngx_http_qwen_health.c */
 ngx_int_t ngx_http_qwen_health_init(ngx_conf_t *cf,
     ngx_http_qwen_main_conf_t *qmcf);
@@ -477,6 +595,8 @@ char *ngx_http_qwen_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void ngx_http_qwen_zone_set_health(ngx_http_qwen_zone_t *zone,
     ngx_http_qwen_health_t *health);
+void ngx_http_qwen_zone_set_limits(ngx_http_qwen_zone_t *zone,
+    ngx_http_qwen_limits_t *limits);
 ngx_uint_t ngx_http_qwen_metrics_commit(ngx_http_qwen_zone_t *zone,
     ngx_http_qwen_metric_key_t *k, ngx_http_qwen_counters_t *add,
     ngx_log_t *log);

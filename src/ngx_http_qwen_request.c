@@ -126,6 +126,13 @@ ngx_http_qwen_start(ngx_http_request_t *r, ngx_http_qwen_loc_conf_t *qlcf)
         return ngx_http_qwen_fail(r, ctx, &err);
     }
 
+    if (qlcf->keys
+        && ngx_http_qwen_keys_authenticate(r, ctx, &err) != NGX_OK)
+    {
+        /* no body work for a client without a valid key */
+        return ngx_http_qwen_fail(r, ctx, &err);
+    }
+
     limit = ngx_http_qwen_body_limit(r, qlcf);
 
     if (limit && ngx_http_qwen_declared_length(r) > limit) {
@@ -183,6 +190,16 @@ ngx_http_qwen_body_handler(ngx_http_request_t *r)
         /* answers and finalizes the request, for the body read's count */
         (void) ngx_http_qwen_fail(r, ctx, &err);
         return;
+    }
+
+    if (ctx->key) {
+        err.status = 0;
+
+        if (ngx_http_qwen_keys_admit(r, ctx, &err) != NGX_OK) {
+            /* the model is not the key's, or a limit has no room */
+            (void) ngx_http_qwen_fail(r, ctx, &err);
+            return;
+        }
     }
 
     ctx->state = NGX_HTTP_QWEN_READY;

@@ -22,6 +22,7 @@ typedef struct {
     uint64_t                      evicted;
     time_t                        created;
     void                         *health;        /* ngx_http_qwen_health.c */
+    void                         *limits;        /* ngx_http_qwen_limits.c */
 } ngx_http_qwen_shm_t;
 
 
@@ -42,11 +43,14 @@ struct ngx_http_qwen_zone_s {
     ngx_slab_pool_t              *shpool;
     ngx_str_t                     name;
     ngx_http_qwen_health_t       *health;        /* moves into the zone */
+    ngx_http_qwen_limits_t       *limits;        /* so do the keys' limits */
 };
 
 
 static ngx_int_t ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_qwen_zone_init_parts(ngx_http_qwen_zone_t *zone,
+    ngx_log_t *log);
 static void ngx_http_qwen_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_int_t ngx_http_qwen_entry_cmp(ngx_http_qwen_entry_t *e,
@@ -131,9 +135,7 @@ ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
 
-        return ngx_http_qwen_health_init_zone(zone->health, zone->shpool,
-                                              &zone->sh->health,
-                                              shm_zone->shm.log);
+        return ngx_http_qwen_zone_init_parts(zone, shm_zone->shm.log);
     }
 
     zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -141,9 +143,7 @@ ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     if (shm_zone->shm.exists) {
         zone->sh = zone->shpool->data;
 
-        return ngx_http_qwen_health_init_zone(zone->health, zone->shpool,
-                                              &zone->sh->health,
-                                              shm_zone->shm.log);
+        return ngx_http_qwen_zone_init_parts(zone, shm_zone->shm.log);
     }
 
     zone->sh = ngx_slab_alloc(zone->shpool, sizeof(ngx_http_qwen_shm_t));
@@ -162,6 +162,7 @@ ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh->evicted = 0;
     zone->sh->created = ngx_time();
     zone->sh->health = NULL;
+    zone->sh->limits = NULL;
 
     len = sizeof(" in qwen_metrics_zone \"\"") + shm_zone->shm.name.len;
 
@@ -175,9 +176,32 @@ ngx_http_qwen_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->shpool->log_nomem = 0;
 
-    return ngx_http_qwen_health_init_zone(zone->health, zone->shpool,
-                                          &zone->sh->health,
-                                          shm_zone->shm.log);
+    return ngx_http_qwen_zone_init_parts(zone, shm_zone->shm.log);
+}
+
+
+/* what else lives in the zone: the deployments' health, the keys' limits */
+
+static ngx_int_t
+ngx_http_qwen_zone_init_parts(ngx_http_qwen_zone_t *zone, ngx_log_t *log)
+{
+    if (ngx_http_qwen_health_init_zone(zone->health, zone->shpool,
+                                       &zone->sh->health, log)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_qwen_limits_init_zone(zone->limits, zone->shpool,
+                                          &zone->sh->limits, log);
+}
+
+
+void
+ngx_http_qwen_zone_set_limits(ngx_http_qwen_zone_t *zone,
+    ngx_http_qwen_limits_t *limits)
+{
+    zone->limits = limits;
 }
 
 

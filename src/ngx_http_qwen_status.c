@@ -22,6 +22,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_qwen_status_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_qwen_status_end(ngx_http_request_t *r,
+    ngx_chain_t ***ll);
 static ngx_uint_t ngx_http_qwen_totals(ngx_http_request_t *r,
     ngx_http_qwen_snapshot_t *snap, ngx_http_qwen_model_total_t **totals);
 static int ngx_libc_cdecl ngx_http_qwen_row_cmp(const void *one,
@@ -126,9 +128,24 @@ ngx_http_qwen_status_handler(ngx_http_request_t *r)
 
     ll = &out->next;
 
-    rc = (qlcf->status == NGX_HTTP_QWEN_STATUS_JSON)
-         ? ngx_http_qwen_health_json(r, qmcf->health, &ll)
-         : ngx_http_qwen_health_prometheus(r, qmcf->health, &ll);
+    if (qlcf->status == NGX_HTTP_QWEN_STATUS_JSON) {
+        rc = ngx_http_qwen_health_json(r, qmcf->health, &ll);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_qwen_limits_json(r, qmcf->limits, &ll);
+        }
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_qwen_status_end(r, &ll);
+        }
+
+    } else {
+        rc = ngx_http_qwen_health_prometheus(r, qmcf->health, &ll);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_qwen_limits_prometheus(r, qmcf->limits, &ll);
+        }
+    }
 
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -156,6 +173,34 @@ ngx_http_qwen_status_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_output_filter(r, out);
+}
+
+
+/* the JSON object's end, after the parts other files add */
+
+static ngx_int_t
+ngx_http_qwen_status_end(ngx_http_request_t *r, ngx_chain_t ***ll)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+    if (b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = (u_char *) "}\n";
+    b->last = b->pos + 2;
+    b->memory = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    **ll = cl;
+    *ll = &cl->next;
+
+    return NGX_OK;
 }
 
 
@@ -602,6 +647,10 @@ ngx_http_qwen_log_handler(ngx_http_request_t *r)
     ngx_http_qwen_failover_log(r, ctx);
 
     ngx_http_qwen_account(r, ctx);
+
+    if (ctx->admitted) {
+        ngx_http_qwen_limits_settle(r, ctx);
+    }
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
 

@@ -42,7 +42,7 @@ static ngx_http_qwen_header_rule_t  ngx_http_qwen_dropped[] = {
 
 
 static ngx_uint_t ngx_http_qwen_header_dropped(ngx_table_elt_t *h,
-    ngx_array_t *allowed);
+    ngx_array_t *allowed, ngx_uint_t keys);
 static ngx_uint_t ngx_http_qwen_name_matches(ngx_str_t *name,
     ngx_str_t *rule, ngx_uint_t prefix);
 static ngx_int_t ngx_http_qwen_identity_encoding(ngx_http_request_t *r,
@@ -146,7 +146,7 @@ ngx_http_qwen_headers_shape(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (ngx_http_qwen_header_dropped(&h[i], qlcf->pass_headers)) {
+        if (ngx_http_qwen_header_dropped(&h[i], qlcf->pass_headers, qlcf->keys)) {
             drop++;
 
         } else if (ngx_http_qwen_identity_encoding(r, &h[i]) != NGX_OK) {
@@ -178,7 +178,7 @@ ngx_http_qwen_headers_shape(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (ngx_http_qwen_header_dropped(&h[i], qlcf->pass_headers)) {
+        if (ngx_http_qwen_header_dropped(&h[i], qlcf->pass_headers, qlcf->keys)) {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "qwen: client header \"%V\" not passed upstream "
                           "(qwen_pass_client_header)", &h[i].key);
@@ -206,7 +206,8 @@ ngx_http_qwen_headers_shape(ngx_http_request_t *r)
 
 
 static ngx_uint_t
-ngx_http_qwen_header_dropped(ngx_table_elt_t *h, ngx_array_t *allowed)
+ngx_http_qwen_header_dropped(ngx_table_elt_t *h, ngx_array_t *allowed,
+    ngx_uint_t keys)
 {
     ngx_str_t                    *a;
     ngx_uint_t                    i, n;
@@ -220,6 +221,18 @@ ngx_http_qwen_header_dropped(ngx_table_elt_t *h, ngx_array_t *allowed)
 
     if (rule->name.len == 0) {
         return 0;
+    }
+
+    if (keys
+        && ((h->key.len == sizeof("api-key") - 1
+             && ngx_strncasecmp(h->key.data, (u_char *) "api-key",
+                                sizeof("api-key") - 1) == 0)
+            || (h->key.len == sizeof("x-api-key") - 1
+                && ngx_strncasecmp(h->key.data, (u_char *) "x-api-key",
+                                   sizeof("x-api-key") - 1) == 0)))
+    {
+        /* with client keys these hold the client's key: never passed */
+        return 1;
     }
 
     if (allowed == NULL || allowed == NGX_CONF_UNSET_PTR) {

@@ -21,6 +21,17 @@ if [ -n "${BENCH_FAILOVER:-}" ]; then
             qwen_first_byte_timeout 60s;"
 fi
 
+# BENCH_KEYS=1: the module's chat location with client keys on, the
+# client's key with every limit and a budget, its team and the model with
+# limits too (all far above what the bench reaches): the lookup, the
+# admission and the settlement on every request
+keys_http=
+if [ -n "${BENCH_KEYS:-}" ]; then
+    keys_http="    qwen_keys_file $work/gw/conf/keys.json;"
+    failover_conf="$failover_conf
+            qwen_keys on;"
+fi
+
 rm -rf "$work"
 mkdir -p "$work"/{mock,gw}/{conf,logs,tmp}
 python3 bench/gen.py "$work/data" >/dev/null
@@ -88,6 +99,22 @@ http {
 }
 EOC
 
+if [ -n "${BENCH_KEYS:-}" ]; then
+    cat > "$work/gw/conf/keys.json" <<EOK
+{"teams": [{"id": "bench-team",
+            "limits": {"rpm": 100000000, "tpm": 1000000000000,
+                       "concurrency": 100000},
+            "budget": {"usd": 1000000000, "period": "month"}}],
+ "models": [{"model": "qwen-plus",
+             "limits": {"rpm": 100000000, "tpm": 1000000000000}}],
+ "keys": [{"id": "bench", "key": "sk-client", "team": "bench-team",
+           "models": ["qwen-*"],
+           "limits": {"rpm": 100000000, "tpm": 1000000000000,
+                      "concurrency": 100000},
+           "budget": {"usd": 1000000000, "period": "day"}}]}
+EOK
+fi
+
 cat > "$work/gw/conf/nginx.conf" <<EOC
 load_module $so;
 worker_processes 1;
@@ -117,7 +144,8 @@ http {
     qwen_models_file $repo/conf-examples/qwen-models.json;
     qwen_region bench url=http://mock key=sk-bench;
     qwen_region paced url=http://paced key=sk-mock;
-    qwen_metrics_zone qwen 1m;
+    qwen_metrics_zone qwen 4m;
+$keys_http
 
     # the floor: nginx's own proxy_pass, same keepalive and buffering
     server {

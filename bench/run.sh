@@ -10,6 +10,8 @@
 #                                    Content-Length instead of chunked
 #   BENCH_FAILOVER=1                 the module's chat location with
 #                                    qwen_failover on (happy path)
+#   BENCH_KEYS=1                     the module's chat location with
+#                                    client keys, all limits and budgets on
 #
 # The two stream rows: the client asks for usage itself
 # (stream_options.include_usage), or it does not, and the module asks the
@@ -122,7 +124,7 @@ row() {
 
 # stream DATA PORT: the events the client gets, "events usage-chunks [DONE]s"
 stream() {
-    curl -s -H 'Content-Type: application/json' -H 'X-Bench-Stream: 1' \
+    curl -s -H 'Content-Type: application/json' -H 'Authorization: Bearer sk-client' -H 'X-Bench-Stream: 1' \
          --data-binary "@$work/data/$1" \
          "http://127.0.0.1:$2/v1/chat/completions" \
     | awk '/^data: / { n++ } /"choices":\[\],/ && /"usage":\{/ { u++ }

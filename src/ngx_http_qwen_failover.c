@@ -719,7 +719,7 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
 
         for (i = 0; i < fo->n; i++) {
             if (ngx_http_qwen_keys_region_allowed(ctx,
-                                              &fo->chain[i]->region_name))
+                                                  fo->chain[i]->region))
             {
                 fo->chain[n++] = fo->chain[i];
             }

@@ -1047,8 +1047,11 @@ ngx_http_qwen_keys_model_allowed(ngx_http_qwen_ctx_t *ctx)
 }
 
 
+/* a key's "regions" name regions (qwen_region) or providers (provider=) */
+
 ngx_uint_t
-ngx_http_qwen_keys_region_allowed(ngx_http_qwen_ctx_t *ctx, ngx_str_t *region)
+ngx_http_qwen_keys_region_allowed(ngx_http_qwen_ctx_t *ctx,
+    ngx_http_qwen_region_t *region)
 {
     ngx_str_t   *rg;
     ngx_uint_t   i;
@@ -1060,8 +1063,11 @@ ngx_http_qwen_keys_region_allowed(ngx_http_qwen_ctx_t *ctx, ngx_str_t *region)
     rg = ctx->key->regions->elts;
 
     for (i = 0; i < ctx->key->regions->nelts; i++) {
-        if (rg[i].len == region->len
-            && ngx_strncmp(rg[i].data, region->data, region->len) == 0)
+        if ((rg[i].len == region->name.len
+             && ngx_strncmp(rg[i].data, region->name.data, rg[i].len) == 0)
+            || (rg[i].len == region->provider.len
+                && ngx_strncmp(rg[i].data, region->provider.data, rg[i].len)
+                   == 0))
         {
             return 1;
         }

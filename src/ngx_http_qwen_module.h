@@ -497,7 +497,7 @@ ngx_int_t ngx_http_qwen_keys_authenticate(ngx_http_request_t *r,
 ngx_int_t ngx_http_qwen_keys_admit(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx, ngx_http_qwen_error_t *err);
 ngx_uint_t ngx_http_qwen_keys_region_allowed(ngx_http_qwen_ctx_t *ctx,
-    ngx_str_t *region);
+    ngx_http_qwen_region_t *region);
 ngx_int_t ngx_http_qwen_keys_headers(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
 ngx_int_t ngx_http_qwen_keys_add_variables(ngx_conf_t *cf);

@@ -733,6 +733,12 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                           "region of model \"%V\"", &ctx->key->subject.id,
                           &ctx->requested_model);
 
+            ngx_http_qwen_limits_refused(
+                ((ngx_http_qwen_main_conf_t *)
+                 ngx_http_get_module_main_conf(r, ngx_http_qwen_module))
+                ->limits,
+                &ctx->key->subject, NGX_HTTP_QWEN_REFUSED_MODEL);
+
             ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND,
                                     "invalid_request_error",
                                     "model_not_found", "model",

@@ -962,6 +962,9 @@ ngx_http_qwen_keys_admit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                       "model \"%V\"", &ctx->key->subject.id,
                       &ctx->requested_model);
 
+        ngx_http_qwen_limits_refused(qmcf->limits, &ctx->key->subject,
+                                     NGX_HTTP_QWEN_REFUSED_MODEL);
+
         len = sizeof("The model `` does not exist or you do not have access "
                      "to it.") - 1 + ctx->requested_model.len;
         msg = ngx_pnalloc(r->pool, len);

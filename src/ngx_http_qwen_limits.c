@@ -663,6 +663,23 @@ ngx_http_qwen_limits_settle(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
 }
 
 
+/* a refusal decided elsewhere (a model the key may not use) */
+
+void
+ngx_http_qwen_limits_refused(ngx_http_qwen_limits_t *limits,
+    ngx_http_qwen_subject_t *subj, ngx_uint_t reason)
+{
+    if (limits == NULL || limits->shpool == NULL
+        || reason >= NGX_HTTP_QWEN_REFUSED_REASONS)
+    {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add((ngx_atomic_t *)
+                     &limits->table->slots[subj->slot].refused[reason], 1);
+}
+
+
 void
 ngx_http_qwen_limits_refused_key(ngx_http_qwen_limits_t *limits)
 {

@@ -513,6 +513,8 @@ ngx_int_t ngx_http_qwen_limits_admit(ngx_http_request_t *r,
 void ngx_http_qwen_limits_settle(ngx_http_request_t *r,
     ngx_http_qwen_ctx_t *ctx);
 void ngx_http_qwen_limits_refused_key(ngx_http_qwen_limits_t *limits);
+void ngx_http_qwen_limits_refused(ngx_http_qwen_limits_t *limits,
+    ngx_http_qwen_subject_t *subj, ngx_uint_t reason);
 ngx_int_t ngx_http_qwen_limits_usage(ngx_http_qwen_limits_t *limits,
     ngx_http_qwen_subject_t *s, uint64_t *rpm, uint64_t *tpm,
     uint64_t *active, uint64_t *spent, time_t *resets);

@@ -57,8 +57,6 @@ ngx_int_t
 ngx_http_qwen_body_process(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     off_t limit, ngx_http_qwen_error_t *err)
 {
-    size_t                     len;
-    u_char                    *p, *msg;
     ngx_int_t                  rc;
     ngx_chain_t               *cl, *body;
     qwen_json_scan_t           scan;
@@ -139,25 +137,13 @@ ngx_http_qwen_body_process(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                       "qwen: rejected request: unknown model \"%V\"",
                       &ctx->requested_model);
 
-        /* the model name comes from the client: the error body escapes it */
-
-        len = sizeof("The model `` does not exist or you do not have access "
-                     "to it.") - 1 + ctx->requested_model.len;
-        msg = ngx_pnalloc(r->pool, len);
-        if (msg == NULL) {
+        if (ngx_http_qwen_error_model_not_found(r, err,
+                                                &ctx->requested_model)
+            != NGX_OK)
+        {
             goto server_error;
         }
 
-        ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND,
-                                NGX_HTTP_QWEN_CLIENT_ERROR, "model_not_found",
-                                "model", msg, len);
-
-        p = ngx_cpymem(msg, "The model `", 11);
-        p = ngx_cpymem(p, ctx->requested_model.data,
-                       ctx->requested_model.len);
-        ngx_memcpy(p, "` does not exist or you do not have access to it.",
-                   sizeof("` does not exist or you do not have access to "
-                          "it.") - 1);
         return NGX_ERROR;
     }
 

@@ -149,6 +149,41 @@ ngx_http_qwen_error_prepare(ngx_http_request_t *r, ngx_http_qwen_error_t *err)
 }
 
 
+/*
+ * The 404 of a model the gateway does not serve to this client: the same
+ * for a name it does not know and for one the client's key may not use,
+ * so that the answer does not tell what exists.  The name is the
+ * client's: the error body escapes it.
+ */
+
+ngx_int_t
+ngx_http_qwen_error_model_not_found(ngx_http_request_t *r,
+    ngx_http_qwen_error_t *err, ngx_str_t *name)
+{
+    size_t   len;
+    u_char  *msg, *p;
+
+    len = sizeof("The model `` does not exist or you do not have access "
+                 "to it.") - 1 + name->len;
+
+    msg = ngx_pnalloc(r->pool, len);
+    if (msg == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(msg, "The model `", sizeof("The model `") - 1);
+    p = ngx_cpymem(p, name->data, name->len);
+    ngx_memcpy(p, "` does not exist or you do not have access to it.",
+               sizeof("` does not exist or you do not have access to it.")
+               - 1);
+
+    ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND, "invalid_request_error",
+                            "model_not_found", "model", msg, len);
+
+    return NGX_OK;
+}
+
+
 /* "name":"value" or "name":null; the values are ours, never escaped */
 
 static u_char *

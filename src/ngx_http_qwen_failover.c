@@ -739,13 +739,13 @@ ngx_http_qwen_chain_build(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                 ->limits,
                 &ctx->key->subject, NGX_HTTP_QWEN_REFUSED_MODEL);
 
-            ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND,
-                                    "invalid_request_error",
-                                    "model_not_found", "model",
-                                    (u_char *) "The model does not exist or "
-                                    "you do not have access to it.",
-                                    sizeof("The model does not exist or you "
-                                           "do not have access to it.") - 1);
+            if (ngx_http_qwen_error_model_not_found(r, err,
+                                                    &ctx->requested_model)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
             return NGX_DECLINED;
         }
     }

@@ -947,8 +947,6 @@ ngx_int_t
 ngx_http_qwen_keys_admit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ngx_http_qwen_error_t *err)
 {
-    size_t                      len;
-    u_char                     *msg, *p;
     uint64_t                    reserve, completion;
     ngx_uint_t                  i, n;
     ngx_http_qwen_subject_t    *subjects[3], *ms;
@@ -965,23 +963,13 @@ ngx_http_qwen_keys_admit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
         ngx_http_qwen_limits_refused(qmcf->limits, &ctx->key->subject,
                                      NGX_HTTP_QWEN_REFUSED_MODEL);
 
-        len = sizeof("The model `` does not exist or you do not have access "
-                     "to it.") - 1 + ctx->requested_model.len;
-        msg = ngx_pnalloc(r->pool, len);
-        if (msg == NULL) {
+        if (ngx_http_qwen_error_model_not_found(r, err,
+                                                &ctx->requested_model)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
-        p = ngx_cpymem(msg, "The model `", 11);
-        p = ngx_cpymem(p, ctx->requested_model.data,
-                       ctx->requested_model.len);
-        ngx_memcpy(p, "` does not exist or you do not have access to it.",
-                   sizeof("` does not exist or you do not have access to "
-                          "it.") - 1);
-
-        ngx_http_qwen_error_set(err, NGX_HTTP_NOT_FOUND,
-                                "invalid_request_error", "model_not_found",
-                                "model", msg, len);
         return NGX_DECLINED;
     }
 

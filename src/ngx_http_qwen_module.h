@@ -576,6 +576,8 @@ ngx_int_t ngx_http_qwen_send_error(ngx_http_request_t *r,
     ngx_http_qwen_error_t *err);
 ngx_chain_t *ngx_http_qwen_error_prepare(ngx_http_request_t *r,
     ngx_http_qwen_error_t *err);
+ngx_int_t ngx_http_qwen_error_model_not_found(ngx_http_request_t *r,
+    ngx_http_qwen_error_t *err, ngx_str_t *name);
 ngx_int_t ngx_http_qwen_read_only(ngx_http_request_t *r, const char *what);
 
 /* ngx_http_qwen_models.c */

@@ -749,7 +749,11 @@ ngx_http_qwen_limits_init_process(ngx_cycle_t *cycle)
 
     qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_qwen_module);
 
+    /* worker 0 only: not the others, not a cache manager or loader */
+
     if (qmcf == NULL || qmcf->limits == NULL || ngx_worker != 0
+        || (ngx_process != NGX_PROCESS_WORKER
+            && ngx_process != NGX_PROCESS_SINGLE)
         || qmcf->limits->state_file.len == 0)
     {
         return NGX_OK;
@@ -776,6 +780,8 @@ ngx_http_qwen_limits_exit_process(ngx_cycle_t *cycle)
     qmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_qwen_module);
 
     if (qmcf == NULL || qmcf->limits == NULL || ngx_worker != 0
+        || (ngx_process != NGX_PROCESS_WORKER
+            && ngx_process != NGX_PROCESS_SINGLE)
         || qmcf->limits->state_file.len == 0 || qmcf->limits->shpool == NULL)
     {
         return;

@@ -54,6 +54,30 @@ _EOT_
     is_deeply($got, [sort qw(sk-inline sk-from-env sk-from-file sk-misspelt sk-mock-arg)],
               'keys from key=, key_env=, key_file=, a misspelt parameter, --key');
     is_deeply($ignored, ['ab'], 'a value too short to search for is set aside');
+
+    # the client keys of a keys file (qwen_keys_file), as user_files give
+    # it and as a test writes it from a Perl string; written with "KEY" so
+    # that the suite's own scan does not take these for keys of the suite
+    ($text = <<'_EOT_') =~ s/"KEY"/"key"/g;
+--- user_files
+>>> keys.json
+{"keys": [
+  {"id": "a", "KEY": "sk-client-json-a-0123456789", "team": "t"},
+  {"id": "b","KEY":"client-key-not-sk-0123456789"},
+  {"id": "c", "KEY": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+]}
+_EOT_
+    $text .= q{my $json = "{\"keys\":[{\"id\":\"d\",\"KEY\":\"sk-client-escaped-0123456789\"}]}";} . "\n";
+    $text =~ s/\\"KEY\\"/\\"key\\"/g;
+    open $fh, '>', "$dir/y.t" or die $!;
+    print $fh $text;
+    close $fh;
+    ($got, $ignored) = Qwen::SecretScan::extract_keys("$dir/y.t");
+    is_deeply($got, [sort qw(sk-client-json-a-0123456789 client-key-not-sk-0123456789
+                             sk-client-escaped-0123456789)],
+              'client keys of a keys file, in user_files and in a Perl string; '
+              . 'not a sha256: digest')
+        or diag(explain($got));
 }
 
 # --- one log, line by line ----------------------------------------------

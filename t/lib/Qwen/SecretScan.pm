@@ -1,9 +1,10 @@
 package Qwen::SecretScan;
 
 # The suite-wide secret scan: proves that the upstream keys the tests
-# configure never reach a log nginx wrote nor an answer a client got (but
-# the answers of the mock's echo mode, which return what the upstream
-# received). docs/testing.md has the why; in short:
+# configure, and the client keys of their keys files, never reach a log
+# nginx wrote nor an answer a client got (but the answers of the mock's echo
+# mode, which return what the upstream received). docs/testing.md has the
+# why; in short:
 #
 # scripts/run-tests.sh loads this module into every test process with
 # PERL5OPT=-MQwen::SecretScan and points QWEN_SECRET_DIR at a directory of
@@ -88,9 +89,12 @@ sub keys_in {
 # value, every token shaped like a DashScope key (sk-...) whatever the
 # parameter (a misspelt one included), the contents the tests give the files
 # named by key_file= (user_files ">>> name"), and the values the tests give
-# the variables named by key_env=; and the keys the mock DashScope is started
-# with (--key). Values shorter than 4 characters ("key=a") or with a "$"
-# cannot be searched for usefully and are returned as ignored.
+# the variables named by key_env=; the keys the mock DashScope is started
+# with (--key); and the client keys of keys files (qwen_keys_file), every
+# JSON member "key": "VALUE" the tests write, in user_files or in a Perl
+# string (its quotes escaped or not), but a "sha256:" digest. Values shorter
+# than 4 characters ("key=a") or with a "$" cannot be searched for usefully
+# and are returned as ignored.
 sub extract_keys {
     my @files = @_;
     my (%texts, %env, %keyfile, %keys, %ignored);
@@ -114,6 +118,11 @@ sub extract_keys {
             $keyfile{basename($1)} = 1 while $d =~ /(?<![\w-])key_file=([^\s;"']+)/g;
         }
         $add->($1) while $text =~ /(?<![\w-])--key\b['"]?\s*(?:,|=>|=)?\s*['"]?([^\s'",;)]+)/g;
+        # a client key in a keys file: "key": "sk-...", or \"key\":\"sk-...\"
+        while ($text =~ /\\?"key\\?"\s*:\s*\\?"([^"\\\s]+)\\?"/g) {
+            my $v = $1;
+            $add->($v) unless $v =~ /\Asha256:/;
+        }
     }
     for my $text (values %texts) {
         for my $name (keys %env) {

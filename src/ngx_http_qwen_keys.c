@@ -31,6 +31,7 @@
     "Incorrect API key provided."
 
 
+static void ngx_http_qwen_keys_wipe(cJSON *root);
 static char *ngx_http_qwen_keys_load(ngx_conf_t *cf,
     ngx_http_qwen_keys_t *keys, cJSON *root, ngx_str_t *file);
 static char *ngx_http_qwen_keys_subject(ngx_conf_t *cf, cJSON *item,
@@ -151,6 +152,7 @@ ngx_http_qwen_keys_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     rv = ngx_http_qwen_keys_load(cf, keys, root, &file);
 
+    ngx_http_qwen_keys_wipe(root);
     cJSON_Delete(root);
 
     /* the file may hold keys in clear: only their hashes are kept */
@@ -168,6 +170,23 @@ ngx_http_qwen_keys_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     qmcf->keys = keys;
 
     return NGX_CONF_OK;
+}
+
+
+/* every "key" string of the parsed file, before cJSON frees it */
+
+static void
+ngx_http_qwen_keys_wipe(cJSON *root)
+{
+    cJSON  *item, *v;
+
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(root, "keys")) {
+        v = cJSON_GetObjectItemCaseSensitive(item, "key");
+
+        if (cJSON_IsString(v) && v->valuestring) {
+            ngx_explicit_memzero(v->valuestring, ngx_strlen(v->valuestring));
+        }
+    }
 }
 
 
@@ -269,6 +288,17 @@ ngx_http_qwen_keys_load(ngx_conf_t *cf, ngx_http_qwen_keys_t *keys,
                                         NGX_HTTP_QWEN_SUBJECT_MODEL);
         if (rv != NGX_CONF_OK) {
             goto failed;
+        }
+
+        ss = keys->models.elts;
+
+        for (j = 0; j < i; j++) {
+            if (ss[j].id.len == s->id.len
+                && ngx_strncasecmp(ss[j].id.data, s->id.data, s->id.len) == 0)
+            {
+                rv = "limits for this \"model\" are written already";
+                goto failed;
+            }
         }
 
         i++;
@@ -500,7 +530,10 @@ ngx_http_qwen_keys_key(ngx_conf_t *cf, ngx_http_qwen_keys_t *keys,
 
     len = ngx_strlen(v->valuestring);
 
-    if (len > 7 && ngx_strncmp(v->valuestring, "sha256:", 7) == 0) {
+    if (len > 7
+        && ngx_strncasecmp((u_char *) v->valuestring, (u_char *) "sha256:", 7)
+           == 0)
+    {
         if (qwen_sha256_from_hex((u_char *) v->valuestring + 7, len - 7,
                                  k->digest)
             != 0)
@@ -1122,6 +1155,11 @@ ngx_http_qwen_keys_headers(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
     u_char                   *p;
     ngx_http_qwen_subject_t  *s;
 
+    if (!ctx->limited) {
+        /* refused before the limits were asked (a body error, a model) */
+        return NGX_OK;
+    }
+
     s = &ctx->key->subject;
 
     if (s->rpm) {
@@ -1273,9 +1311,8 @@ ngx_http_qwen_key_info_handler(ngx_http_request_t *r)
     p = ngx_sprintf(b->last, "{\"id\":\"%V\",\"owner\":", &s->id);
 
     if (k->owner.len) {
-        *p++ = '"';
+        /* qwen_json_escape() writes the quotes too */
         p = qwen_json_escape(p, k->owner.data, k->owner.len);
-        *p++ = '"';
 
     } else {
         p = ngx_cpymem(p, "null", 4);

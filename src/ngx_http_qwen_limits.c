@@ -54,6 +54,7 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                    nslots;
+    ngx_atomic_t                  dirty;         /* changed since saved */
     uint64_t                      unauthorized;  /* no key, a bad key */
     ngx_http_qwen_limit_slot_t    slots[1];
 } ngx_http_qwen_limit_table_t;
@@ -66,7 +67,7 @@ struct ngx_http_qwen_limits_s {
     ngx_uint_t                    nsubjects;
     ngx_str_t                     state_file;
     ngx_event_t                   save;
-    ngx_uint_t                    dirty;
+    void                        **shared;        /* the zone's current */
 };
 
 
@@ -92,6 +93,8 @@ static ngx_int_t ngx_http_qwen_limits_save(ngx_http_qwen_limits_t *limits,
     ngx_log_t *log);
 static void ngx_http_qwen_limits_save_handler(ngx_event_t *ev);
 static u_char *ngx_http_qwen_limits_label(u_char *p, ngx_str_t *s);
+static uint64_t ngx_http_qwen_limits_spent(ngx_http_qwen_subject_t *subj,
+    ngx_http_qwen_limit_slot_t *s);
 
 
 ngx_int_t
@@ -256,6 +259,7 @@ ngx_http_qwen_limits_init_zone(ngx_http_qwen_limits_t *limits,
         if (same) {
             limits->table = old;
             limits->shpool = shpool;
+            limits->shared = shared;
             return NGX_OK;
         }
     }
@@ -283,6 +287,12 @@ ngx_http_qwen_limits_init_zone(ngx_http_qwen_limits_t *limits,
             if (o) {
                 ngx_memcpy(&t->slots[i], o,
                            offsetof(ngx_http_qwen_limit_slot_t, name_len));
+
+                /*
+                 * requests in flight settle into the old table, which
+                 * their workers keep: their concurrency is not carried
+                 */
+                t->slots[i].active = 0;
             }
         }
 
@@ -290,8 +300,10 @@ ngx_http_qwen_limits_init_zone(ngx_http_qwen_limits_t *limits,
     }
 
     *shared = t;
+    t->dirty = 1;
     limits->table = t;
     limits->shpool = shpool;
+    limits->shared = shared;
 
     if (old == NULL) {
         ngx_http_qwen_limits_restore(limits, log);
@@ -470,7 +482,7 @@ ngx_http_qwen_limits_admit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
             s->active++;
         }
 
-        limits->dirty = 1;
+        limits->table->dirty = 1;
     }
 
     /* what the key has left, for its x-ratelimit-* headers */
@@ -484,6 +496,7 @@ ngx_http_qwen_limits_admit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
     ctx->remaining_requests = (int64_t) subjects[0]->rpm - (int64_t) est_req;
     ctx->remaining_tokens = (int64_t) subjects[0]->tpm - (int64_t) est_tok;
     ctx->reset_in = 60 - sec;
+    ctx->limited = 1;
 
     if (refused == NGX_HTTP_QWEN_NONE_REFUSED) {
         ctx->admitted = 1;
@@ -554,7 +567,9 @@ ngx_http_qwen_limits_admit(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
                                 - msg);
     }
 
-    err->retry_after = retry ? retry : 1;
+    /* a request that can never fit is not to be retried */
+    err->retry_after = (reason == NGX_HTTP_QWEN_REFUSED_TPM
+                        && reserve > subj->tpm) ? 0 : retry;
 
     return NGX_DECLINED;
 }
@@ -599,6 +614,23 @@ ngx_http_qwen_limits_settle(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
     }
 
     used = ctx->tokens.prompt + ctx->tokens.completion;
+
+    if (used == 0 && ctx->deployment && r->headers_out.status >= 200
+        && r->headers_out.status < 300)
+    {
+        /*
+         * An answer that reported no usage (a stream cut before its usage
+         * chunk, usage not asked for): the reservation stands, so that no
+         * answer escapes the tokens-per-minute limit unseen.
+         */
+        used = ctx->reserved;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: the answer to key \"%V\" reported no usage: "
+                      "its %uL reserved tokens are counted",
+                      &ctx->key->subject.id, used);
+    }
+
     now = ngx_time();
     minute = (uint64_t) now / 60;
 
@@ -657,7 +689,7 @@ ngx_http_qwen_limits_settle(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
         }
     }
 
-    limits->dirty = 1;
+    limits->table->dirty = 1;
 
     ngx_shmtx_unlock(&limits->shpool->mutex);
 }
@@ -787,6 +819,11 @@ ngx_http_qwen_limits_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    if (*qmcf->limits->shared != qmcf->limits->table) {
+        /* a reload gave the zone another table: its workers save it */
+        return;
+    }
+
     (void) ngx_http_qwen_limits_save(qmcf->limits, cycle->log);
 }
 
@@ -796,8 +833,8 @@ ngx_http_qwen_limits_save_handler(ngx_event_t *ev)
 {
     ngx_http_qwen_limits_t  *limits = ev->data;
 
-    if (limits->dirty) {
-        limits->dirty = 0;
+    if (limits->table->dirty) {
+        limits->table->dirty = 0;
         (void) ngx_http_qwen_limits_save(limits, ev->log);
     }
 
@@ -1143,7 +1180,8 @@ ngx_http_qwen_limits_prometheus(ngx_http_request_t *r,
             p = ngx_sprintf(p, "qwen_key_budget_spent_usd");
             ngx_http_qwen_limits_labels(p);
             p = ngx_sprintf(p, "} ");
-            p = ngx_http_qwen_format_usd(p, copy.spent_nano);
+            p = ngx_http_qwen_format_usd(p,
+                                    ngx_http_qwen_limits_spent(subj, &copy));
             *p++ = '\n';
         }
 
@@ -1212,7 +1250,8 @@ ngx_http_qwen_limits_json(ngx_http_request_t *r,
                         copy.input, copy.output);
         p = ngx_http_qwen_format_usd(p, copy.cost_nano);
         p = ngx_sprintf(p, ",\"active\":%uL,\"spent\":", copy.active);
-        p = ngx_http_qwen_format_usd(p, copy.spent_nano);
+        p = ngx_http_qwen_format_usd(p,
+                                     ngx_http_qwen_limits_spent(subj, &copy));
         p = ngx_sprintf(p, ",\"refused\":{");
 
         first = 1;
@@ -1240,6 +1279,25 @@ ngx_http_qwen_limits_json(ngx_http_request_t *r,
     *ll = &cl->next;
 
     return NGX_OK;
+}
+
+
+/* the spend of the current period: a past period's is no longer spent */
+
+static uint64_t
+ngx_http_qwen_limits_spent(ngx_http_qwen_subject_t *subj,
+    ngx_http_qwen_limit_slot_t *s)
+{
+    time_t  now, next;
+
+    if (subj->budget_nano == 0) {
+        return 0;
+    }
+
+    now = ngx_time();
+
+    return (ngx_http_qwen_period_start(subj, s, now, &next) == s->period_start)
+           ? s->spent_nano : 0;
 }
 
 

@@ -385,6 +385,7 @@ typedef struct {
     uint64_t                      admit_minute;
     int64_t                       max_tokens;    /* -1: not in the body */
     unsigned                      admitted:1;
+    unsigned                      limited:1;     /* the limits were asked */
     unsigned                      settled:1;
 
     /* the answer, as the filters see it */

@@ -64,7 +64,8 @@ _EOT_
 {"keys": [
   {"id": "a", "KEY": "sk-client-json-a-0123456789", "team": "t"},
   {"id": "b","KEY":"client-key-not-sk-0123456789"},
-  {"id": "c", "KEY": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+  {"id": "c", "KEY": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+  {"id": "e", "KEY": "SHA256:9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"}
 ]}
 _EOT_
     $text .= q{my $json = "{\"keys\":[{\"id\":\"d\",\"KEY\":\"sk-client-escaped-0123456789\"}]}";} . "\n";
@@ -76,7 +77,7 @@ _EOT_
     is_deeply($got, [sort qw(sk-client-json-a-0123456789 client-key-not-sk-0123456789
                              sk-client-escaped-0123456789)],
               'client keys of a keys file, in user_files and in a Perl string; '
-              . 'not a sha256: digest')
+              . 'not a sha256: digest (the prefix in any case)')
         or diag(explain($got));
 }
 

@@ -92,9 +92,10 @@ sub keys_in {
 # the variables named by key_env=; the keys the mock DashScope is started
 # with (--key); and the client keys of keys files (qwen_keys_file), every
 # JSON member "key": "VALUE" the tests write, in user_files or in a Perl
-# string (its quotes escaped or not), but a "sha256:" digest. Values shorter
-# than 4 characters ("key=a") or with a "$" cannot be searched for usefully
-# and are returned as ignored.
+# string (its quotes escaped or not), but a "sha256:" digest (the prefix in
+# any case, as the module takes it). Values shorter than 4 characters
+# ("key=a") or with a "$" cannot be searched for usefully and are returned
+# as ignored.
 sub extract_keys {
     my @files = @_;
     my (%texts, %env, %keyfile, %keys, %ignored);
@@ -121,7 +122,7 @@ sub extract_keys {
         # a client key in a keys file: "key": "sk-...", or \"key\":\"sk-...\"
         while ($text =~ /\\?"key\\?"\s*:\s*\\?"([^"\\\s]+)\\?"/g) {
             my $v = $1;
-            $add->($v) unless $v =~ /\Asha256:/;
+            $add->($v) unless $v =~ /\Asha256:/i;    # a digest, in any case
         }
     }
     for my $text (values %texts) {

@@ -93,6 +93,8 @@ static ngx_int_t ngx_http_qwen_limits_save(ngx_http_qwen_limits_t *limits,
     ngx_log_t *log);
 static void ngx_http_qwen_limits_save_handler(ngx_event_t *ev);
 static u_char *ngx_http_qwen_limits_label(u_char *p, ngx_str_t *s);
+static u_char *ngx_http_qwen_limits_labels(u_char *p,
+    ngx_http_qwen_subject_t *subj);
 static uint64_t ngx_http_qwen_limits_spent(ngx_http_qwen_subject_t *subj,
     ngx_http_qwen_limit_slot_t *s);
 
@@ -1074,21 +1076,57 @@ ngx_http_qwen_limits_prometheus(ngx_http_request_t *r,
 {
     u_char                       *p;
     size_t                        len;
+    uint64_t                      unauthorized;
     ngx_buf_t                    *b;
-    ngx_str_t                     id, team;
-    ngx_uint_t                    i, k;
+    ngx_uint_t                    i, k, n, family;
     ngx_chain_t                  *cl;
     ngx_http_qwen_subject_t      *subj;
-    ngx_http_qwen_limit_slot_t   *s, copy;
+    ngx_http_qwen_limit_slot_t   *copy;
     ngx_http_qwen_limit_table_t  *t;
+
+    static const char  *families[] = {
+        "qwen_key_requests_total", "qwen_key_tokens_total",
+        "qwen_key_cost_usd_total", "qwen_key_refusals_total",
+        "qwen_key_budget_spent_usd"
+    };
+
+    static const char  *help[] = {
+        "# HELP qwen_key_requests_total Requests settled, by key, team or "
+        "model of the keys file.\n"
+        "# TYPE qwen_key_requests_total counter\n",
+        "# HELP qwen_key_tokens_total Tokens used.\n"
+        "# TYPE qwen_key_tokens_total counter\n",
+        "# HELP qwen_key_cost_usd_total Cost at the answering deployment's "
+        "prices.\n"
+        "# TYPE qwen_key_cost_usd_total counter\n",
+        "# HELP qwen_key_refusals_total Requests refused by a limit or a "
+        "budget, by reason.\n"
+        "# TYPE qwen_key_refusals_total counter\n",
+        "# HELP qwen_key_budget_spent_usd Spend in the current budget "
+        "period.\n"
+        "# TYPE qwen_key_budget_spent_usd gauge\n"
+    };
 
     if (limits == NULL || limits->shpool == NULL) {
         return NGX_OK;
     }
 
     t = limits->table;
+    n = ngx_min(t->nslots, limits->nsubjects);
 
-    len = 2048 + t->nslots * (12 + NGX_HTTP_QWEN_REFUSED_REASONS)
+    /* one consistent copy, then each family's samples together */
+
+    copy = ngx_palloc(r->pool, (n ? n : 1) * sizeof(ngx_http_qwen_limit_slot_t));
+    if (copy == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_shmtx_lock(&limits->shpool->mutex);
+    ngx_memcpy(copy, t->slots, n * sizeof(ngx_http_qwen_limit_slot_t));
+    unauthorized = t->unauthorized;
+    ngx_shmtx_unlock(&limits->shpool->mutex);
+
+    len = 2048 + n * (6 + NGX_HTTP_QWEN_REFUSED_REASONS)
                  * (96 + 4 * NGX_HTTP_QWEN_SLOT_NAME + NGX_INT64_LEN);
 
     b = ngx_create_temp_buf(r->pool, len);
@@ -1102,90 +1140,68 @@ ngx_http_qwen_limits_prometheus(ngx_http_request_t *r,
                     "without a key or with an unknown, disabled or expired "
                     "one.\n"
                     "# TYPE qwen_unauthorized_requests_total counter\n"
-                    "qwen_unauthorized_requests_total %uA\n"
-                    "# HELP qwen_key_requests_total Requests settled, by "
-                    "key, team or model of the keys file.\n"
-                    "# TYPE qwen_key_requests_total counter\n"
-                    "# HELP qwen_key_tokens_total Tokens used.\n"
-                    "# TYPE qwen_key_tokens_total counter\n"
-                    "# HELP qwen_key_cost_usd_total Cost at the answering "
-                    "deployment's prices.\n"
-                    "# TYPE qwen_key_cost_usd_total counter\n"
-                    "# HELP qwen_key_refusals_total Requests refused by a "
-                    "limit or a budget, by reason.\n"
-                    "# TYPE qwen_key_refusals_total counter\n"
-                    "# HELP qwen_key_budget_spent_usd Spend in the current "
-                    "budget period.\n"
-                    "# TYPE qwen_key_budget_spent_usd gauge\n",
-                    *(ngx_atomic_t *) &t->unauthorized);
+                    "qwen_unauthorized_requests_total %uL\n", unauthorized);
 
-    for (i = 0; i < t->nslots && i < limits->nsubjects; i++) {
-        subj = limits->subjects[i];
-        s = &t->slots[i];
+    for (family = 0; family < 5; family++) {
+        p = ngx_cpymem(p, help[family], ngx_strlen(help[family]));
 
-        ngx_shmtx_lock(&limits->shpool->mutex);
-        copy = *s;
-        ngx_shmtx_unlock(&limits->shpool->mutex);
+        for (i = 0; i < n; i++) {
+            subj = limits->subjects[i];
 
-        id = subj->id;
-        ngx_str_null(&team);
-
-        if (subj->kind == NGX_HTTP_QWEN_SUBJECT_KEY) {
-            team = ((ngx_http_qwen_key_t *) subj)->team
-                   ? ((ngx_http_qwen_key_t *) subj)->team->id : team;
-        }
-
-#define ngx_http_qwen_limits_labels(p)                                       \
-        p = ngx_sprintf(p, "{%s=\"",                                         \
-                        subj->kind == NGX_HTTP_QWEN_SUBJECT_KEY ? "key"      \
-                        : subj->kind == NGX_HTTP_QWEN_SUBJECT_TEAM ? "team"  \
-                        : "model");                                          \
-        p = ngx_http_qwen_limits_label(p, &id);                              \
-        if (subj->kind == NGX_HTTP_QWEN_SUBJECT_KEY) {                       \
-            p = ngx_sprintf(p, "\",team=\"");                                \
-            p = ngx_http_qwen_limits_label(p, &team);                        \
-        }                                                                    \
-        *p++ = '"';
-
-        p = ngx_sprintf(p, "qwen_key_requests_total");
-        ngx_http_qwen_limits_labels(p);
-        p = ngx_sprintf(p, "} %uL\n", copy.requests);
-
-        p = ngx_sprintf(p, "qwen_key_tokens_total");
-        ngx_http_qwen_limits_labels(p);
-        p = ngx_sprintf(p, ",type=\"input\"} %uL\n", copy.input);
-
-        p = ngx_sprintf(p, "qwen_key_tokens_total");
-        ngx_http_qwen_limits_labels(p);
-        p = ngx_sprintf(p, ",type=\"output\"} %uL\n", copy.output);
-
-        p = ngx_sprintf(p, "qwen_key_cost_usd_total");
-        ngx_http_qwen_limits_labels(p);
-        p = ngx_sprintf(p, "} ");
-        p = ngx_http_qwen_format_usd(p, copy.cost_nano);
-        *p++ = '\n';
-
-        for (k = 0; k < NGX_HTTP_QWEN_REFUSED_REASONS; k++) {
-            if (copy.refused[k] == 0) {
+            if (family == 4 && subj->budget_nano == 0) {
                 continue;
             }
 
-            p = ngx_sprintf(p, "qwen_key_refusals_total");
-            ngx_http_qwen_limits_labels(p);
-            p = ngx_sprintf(p, ",reason=\"%s\"} %uL\n",
-                            ngx_http_qwen_refused_names[k], copy.refused[k]);
-        }
+            for (k = 0; k < NGX_HTTP_QWEN_REFUSED_REASONS; k++) {
 
-        if (subj->budget_nano) {
-            p = ngx_sprintf(p, "qwen_key_budget_spent_usd");
-            ngx_http_qwen_limits_labels(p);
-            p = ngx_sprintf(p, "} ");
-            p = ngx_http_qwen_format_usd(p,
-                                    ngx_http_qwen_limits_spent(subj, &copy));
-            *p++ = '\n';
-        }
+                if (family == 1 && k > 1) {
+                    break;
+                }
 
-#undef ngx_http_qwen_limits_labels
+                if (family != 1 && family != 3 && k > 0) {
+                    break;
+                }
+
+                if (family == 3 && copy[i].refused[k] == 0) {
+                    continue;
+                }
+
+                p = ngx_sprintf(p, "%s", families[family]);
+                p = ngx_http_qwen_limits_labels(p, subj);
+
+                switch (family) {
+
+                case 0:
+                    p = ngx_sprintf(p, "} %uL\n", copy[i].requests);
+                    break;
+
+                case 1:
+                    p = ngx_sprintf(p, ",type=\"%s\"} %uL\n",
+                                    k ? "output" : "input",
+                                    k ? copy[i].output : copy[i].input);
+                    break;
+
+                case 2:
+                    p = ngx_sprintf(p, "} ");
+                    p = ngx_http_qwen_format_usd(p, copy[i].cost_nano);
+                    *p++ = '\n';
+                    break;
+
+                case 3:
+                    p = ngx_sprintf(p, ",reason=\"%s\"} %uL\n",
+                                    ngx_http_qwen_refused_names[k],
+                                    copy[i].refused[k]);
+                    break;
+
+                default:
+                    p = ngx_sprintf(p, "} ");
+                    p = ngx_http_qwen_format_usd(p,
+                                    ngx_http_qwen_limits_spent(subj,
+                                                               &copy[i]));
+                    *p++ = '\n';
+                }
+            }
+        }
     }
 
     b->last = p;
@@ -1197,6 +1213,36 @@ ngx_http_qwen_limits_prometheus(ngx_http_request_t *r,
     *ll = &cl->next;
 
     return NGX_OK;
+}
+
+
+/* {key="..",team=".." or {team=".." or {model="..", without the "}" */
+
+static u_char *
+ngx_http_qwen_limits_labels(u_char *p, ngx_http_qwen_subject_t *subj)
+{
+    ngx_http_qwen_key_t  *key;
+
+    p = ngx_sprintf(p, "{%s=\"",
+                    subj->kind == NGX_HTTP_QWEN_SUBJECT_KEY ? "key"
+                    : subj->kind == NGX_HTTP_QWEN_SUBJECT_TEAM ? "team"
+                    : "model");
+    p = ngx_http_qwen_limits_label(p, &subj->id);
+    *p++ = '"';
+
+    if (subj->kind == NGX_HTTP_QWEN_SUBJECT_KEY) {
+        key = (ngx_http_qwen_key_t *) subj;
+
+        p = ngx_sprintf(p, ",team=\"");
+
+        if (key->team) {
+            p = ngx_http_qwen_limits_label(p, &key->team->id);
+        }
+
+        *p++ = '"';
+    }
+
+    return p;
 }
 
 

@@ -159,14 +159,18 @@ sub chat {
     return $res;
 }
 
+# (a request settles in its log phase, just after its answer, and maybe in
+# the other worker than the one that answers next: a moment for it first)
 sub info {
     my ($key) = @_;
+    sleep 0.2;
     my $res = $http_new->()->get("http://127.0.0.1:$port/v1/key",
                                  { headers => { Authorization => "Bearer $KEY{$key}" } });
     return eval { JSON::PP::decode_json($res->{content}) } || {};
 }
 
 sub status {
+    sleep 0.2;
     my $res = $http_new->()->get("http://127.0.0.1:$port/status");
     my $st = eval { JSON::PP::decode_json($res->{content}) } || {};
     return { map { ("$_->{kind}:$_->{id}" => $_) } @{ $st->{keys} || [] } };

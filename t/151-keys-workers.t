@@ -199,6 +199,13 @@ sub workers {
     return @pids[-2, -1];
 }
 
+sub parent_of {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    my $stat = <$fh> // '';
+    return $stat =~ /\) \S (\d+) / ? $1 : 0;
+}
+
 sub running { my ($pid) = @_; return $pid && $pid > 1 && kill(0, $pid) }
 
 # (never a pid of 0 or less: kill would signal this process group)
@@ -485,7 +492,10 @@ my $after = info('spend')->{budget}{spent};
 sleep 6.5;
 {
     my $master = master_pid();
-    my @w = workers();
+    # every process of the master's (old workers still ending included)
+    my @w = grep { parent_of($_) == $master }
+            map { m{^/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
+    ok(@w >= 2, 'the master has its workers');
     signal('KILL', grep { running($_) } @w);
     signal('KILL', $master);
     for (1 .. 50) {

@@ -67,10 +67,7 @@ ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     char        *rv;
     cJSON       *root;
-    u_char      *p;
     ngx_str_t   *value, file, json;
-    ngx_uint_t   line;
-    const char  *at;
 
     if (qmcf->models_file.data) {
         return "is duplicate";
@@ -85,31 +82,11 @@ ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     qmcf->models_file = file;
 
-    if (ngx_http_qwen_conf_read_file(cf, &file, 64 * 1024 * 1024, &json)
+    if (ngx_http_qwen_conf_read_json(cf, &file, 64 * 1024 * 1024,
+                                     "model catalogue", &json,
+                                     (void **) &root)
         != NGX_OK)
     {
-        return NGX_CONF_ERROR;
-    }
-
-    root = cJSON_ParseWithLength((const char *) json.data, json.len);
-
-    if (root == NULL) {
-        at = cJSON_GetErrorPtr();
-        line = 1;
-
-        if (at != NULL && at >= (const char *) json.data
-            && at <= (const char *) json.data + json.len)
-        {
-            for (p = json.data; p < (u_char *) at; p++) {
-                if (*p == '\n') {
-                    line++;
-                }
-            }
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "model catalogue \"%V\" is not valid JSON "
-                           "near line %ui", &file, line);
         return NGX_CONF_ERROR;
     }
 

@@ -86,10 +86,7 @@ ngx_http_qwen_keys_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     char                  *rv;
     cJSON                 *root;
-    u_char                *p;
     ngx_str_t             *value, file, json;
-    ngx_uint_t             line;
-    const char            *at;
     ngx_http_qwen_keys_t  *keys;
 
     if (qmcf->keys) {
@@ -120,33 +117,15 @@ ngx_http_qwen_keys_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_qwen_conf_read_file(cf, &file, 16 * 1024 * 1024, &json)
+    if (ngx_http_qwen_conf_read_json(cf, &file, 16 * 1024 * 1024,
+                                     "keys file", &json, (void **) &root)
         != NGX_OK)
     {
-        return NGX_CONF_ERROR;
-    }
-
-    root = cJSON_ParseWithLength((const char *) json.data, json.len);
-
-    if (root == NULL) {
-        at = cJSON_GetErrorPtr();
-        line = 1;
-
-        if (at != NULL && at >= (const char *) json.data
-            && at <= (const char *) json.data + json.len)
-        {
-            for (p = json.data; p < (u_char *) at; p++) {
-                if (*p == '\n') {
-                    line++;
-                }
-            }
+        /* the file may hold keys in clear */
+        if (json.data) {
+            ngx_explicit_memzero(json.data, json.len);
         }
 
-        ngx_explicit_memzero(json.data, json.len);
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "keys file \"%V\" is not valid JSON near line %ui",
-                           &file, line);
         return NGX_CONF_ERROR;
     }
 
@@ -1378,19 +1357,7 @@ ngx_http_qwen_key_info_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_qwen_keys_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_qwen_key_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_http_qwen_add_variable_table(cf, ngx_http_qwen_key_vars);
 }
 
 

@@ -9,6 +9,8 @@
 
 #include "ngx_http_qwen_module.h"
 
+#include <cjson/cJSON.h>
+
 
 static void *ngx_http_qwen_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_qwen_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -695,4 +697,51 @@ done:
     }
 
     return rc;
+}
+
+
+/*
+ * Reads and parses a JSON file named in the configuration ("what" names
+ * it in messages).  A file that is not JSON is reported with the line the
+ * parser stopped at.  The text stays in "json" for the caller, who may
+ * have to wipe it (a keys file holds secrets), whatever the result.
+ */
+
+ngx_int_t
+ngx_http_qwen_conf_read_json(ngx_conf_t *cf, ngx_str_t *file, size_t max,
+    const char *what, ngx_str_t *json, void **root)
+{
+    u_char      *p;
+    ngx_uint_t   line;
+    const char  *at;
+
+    if (ngx_http_qwen_conf_read_file(cf, file, max, json) != NGX_OK) {
+        ngx_str_null(json);
+        return NGX_ERROR;
+    }
+
+    *root = cJSON_ParseWithLength((const char *) json->data, json->len);
+
+    if (*root != NULL) {
+        return NGX_OK;
+    }
+
+    at = cJSON_GetErrorPtr();
+    line = 1;
+
+    if (at != NULL && at >= (const char *) json->data
+        && at <= (const char *) json->data + json->len)
+    {
+        for (p = json->data; p < (u_char *) at; p++) {
+            if (*p == '\n') {
+                line++;
+            }
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "%s \"%V\" is not valid JSON near line %ui",
+                       what, file, line);
+
+    return NGX_ERROR;
 }

@@ -435,6 +435,8 @@ ngx_http_qwen_ctx_t *ngx_http_qwen_get_ctx(ngx_http_request_t *r);
 ngx_http_qwen_ctx_t *ngx_http_qwen_create_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_qwen_conf_read_file(ngx_conf_t *cf, ngx_str_t *name,
     size_t max, ngx_str_t *content);
+ngx_int_t ngx_http_qwen_conf_read_json(ngx_conf_t *cf, ngx_str_t *file,
+    size_t max, const char *what, ngx_str_t *json, void **root);
 
 /* ngx_http_qwen_catalog.c */
 char *ngx_http_qwen_models_file(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -617,6 +619,8 @@ ngx_int_t ngx_http_qwen_log_handler(ngx_http_request_t *r);
 
 /* ngx_http_qwen_variables.c */
 ngx_int_t ngx_http_qwen_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_qwen_add_variable_table(ngx_conf_t *cf,
+    ngx_http_variable_t *vars);
 
 
 #endif /* _NGX_HTTP_QWEN_MODULE_H_INCLUDED_ */

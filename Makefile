@@ -15,7 +15,7 @@ MODULE    := $(BUILD)/ngx_http_qwen_module.so
 SOURCES   := config $(wildcard src/*.c src/*.h)
 CC_OPT    ?= -Wextra -Wno-unused-parameter
 
-.PHONY: all deps-build deps-test test run bench soak analyze valgrind clean
+.PHONY: all deps-build deps-test test run bench soak analyze valgrind clean matrix
 
 all: $(MODULE)
 
@@ -80,3 +80,9 @@ VALGRIND_TESTS ?= t/010-config.t t/020-transform.t t/030-bad-input.t \
                   t/070-models.t t/080-openai-client.t t/100-usage.t \
                   t/110-metrics.t t/130-neighbours.t t/131-credentials.t \
                   t/132-body-paths.t t/133-credential-edges.t
+
+# every nginx release in ../shared/nginx-src built with the module and the
+# whole suite run against each (docs/compatibility.md); MATRIX_BUILD_ONLY=1
+# builds only, MATRIX_VERSIONS="1.24.0 1.31.4" picks versions
+matrix:
+	@scripts/matrix.sh $(MATRIX_VERSIONS)

@@ -1269,7 +1269,12 @@ ngx_http_qwen_failover_body(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx,
             b->pos = b->last;
         }
 
-        if (b->in_file) {
+        if (b->in_file && !ngx_buf_in_memory(b)) {
+            /* bytes the header filter did not ask into memory: not kept */
+            if (b->file_last > b->file_pos) {
+                fo->truncated = 1;
+            }
+
             b->file_pos = b->file_last;
         }
 

@@ -15,7 +15,8 @@ MODULE    := $(BUILD)/ngx_http_qwen_module.so
 SOURCES   := config $(wildcard src/*.c src/*.h)
 CC_OPT    ?= -Wextra -Wno-unused-parameter
 
-.PHONY: all deps-build deps-test test run bench soak analyze valgrind clean matrix
+.PHONY: all deps-build deps-test test run bench soak analyze valgrind clean matrix \
+        deb image
 
 all: $(MODULE)
 
@@ -86,3 +87,13 @@ VALGRIND_TESTS ?= t/010-config.t t/020-transform.t t/030-bad-input.t \
 # builds only, MATRIX_VERSIONS="1.24.0 1.31.4" picks versions
 matrix:
 	@scripts/matrix.sh $(MATRIX_VERSIONS)
+
+# libnginx-mod-http-qwen_*.deb for Debian's nginx, built with debhelper and
+# dh_nginx into build/deb/ (docs/debian.md)
+deb:
+	@scripts/deb.sh
+
+# the container image (Dockerfile) with Docker, or Podman where there is no
+# Docker engine (docs/container.md)
+image:
+	@scripts/image.sh

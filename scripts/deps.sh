@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, only those missing.
-# Usage: scripts/deps.sh build|test|run|bench|fuzz ...
+# Usage: scripts/deps.sh build|test|run|bench|fuzz|valgrind|analyze|deb|image|k8s ...
 set -euo pipefail
 
 want=()
@@ -15,6 +15,13 @@ for group in "$@"; do
         fuzz)  want+=(clang libclang-rt-14-dev libcjson-dev) ;;
         valgrind) want+=(valgrind) ;;
         analyze) want+=(cppcheck clang) ;;
+        # make deb and t/160-deb.t: Debian's own packaging tools
+        deb)   want+=(gcc make nginx nginx-dev libcjson-dev debhelper dpkg-dev
+                      fakeroot lintian) ;;
+        # make image / scripts/image.sh and t/161-image.t
+        image) want+=(mmdebstrap podman buildah uidmap curl) ;;
+        # t/162-k8s.t: kustomize through kubectl, YAML for the checks
+        k8s)   want+=(kubectl libyaml-libyaml-perl) ;;
         *) echo "deps.sh: unknown group '$group'" >&2; exit 2 ;;
     esac
 done

@@ -314,6 +314,31 @@ ngx_http_qwen_health_down(ngx_http_qwen_health_t *health,
 
 
 /*
+ * For the readiness probe: how many deployments there are and how many are
+ * not cooling down.  Without a health table (no deployment was named)
+ * every deployment counts as up.
+ */
+
+void
+ngx_http_qwen_health_count(ngx_http_qwen_health_t *health,
+    ngx_array_t *deployments, ngx_uint_t *total, ngx_uint_t *up)
+{
+    ngx_uint_t                    i, reason;
+    ngx_http_qwen_deployment_t  **d;
+
+    d = deployments->elts;
+    *total = deployments->nelts;
+    *up = 0;
+
+    for (i = 0; i < deployments->nelts; i++) {
+        if (ngx_http_qwen_health_down(health, d[i], &reason) == 0) {
+            (*up)++;
+        }
+    }
+}
+
+
+/*
  * An attempt ended (counted under its outcome when "count"); a cooldown
  * (0: none) takes the deployment out; a success puts it back.
  */

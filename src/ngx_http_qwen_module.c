@@ -110,6 +110,13 @@ static ngx_command_t  ngx_http_qwen_commands[] = {
       0,
       NULL },
 
+    { ngx_string("qwen_ready"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_qwen_ready_probe,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("qwen_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_http_qwen_status,

@@ -535,6 +535,8 @@ ngx_int_t ngx_http_qwen_health_init_zone(ngx_http_qwen_health_t *health,
     ngx_slab_pool_t *shpool, void **shared, ngx_log_t *log);
 ngx_msec_t ngx_http_qwen_health_down(ngx_http_qwen_health_t *health,
     ngx_http_qwen_deployment_t *d, ngx_uint_t *reason);
+void ngx_http_qwen_health_count(ngx_http_qwen_health_t *health,
+    ngx_array_t *deployments, ngx_uint_t *total, ngx_uint_t *up);
 void ngx_http_qwen_health_attempt(ngx_http_qwen_health_t *health,
     ngx_http_qwen_deployment_t *d, ngx_uint_t outcome, ngx_msec_t cooldown,
     ngx_uint_t count);
@@ -615,6 +617,8 @@ ngx_msec_t ngx_http_qwen_ttft_bound(ngx_uint_t i);
 
 /* ngx_http_qwen_status.c */
 char *ngx_http_qwen_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_qwen_ready_probe(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_qwen_log_handler(ngx_http_request_t *r);
 
 /* ngx_http_qwen_variables.c */

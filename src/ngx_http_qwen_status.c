@@ -22,6 +22,7 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_qwen_status_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_qwen_ready_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_qwen_status_end(ngx_http_request_t *r,
     ngx_chain_t ***ll);
 static ngx_uint_t ngx_http_qwen_totals(ngx_http_request_t *r,
@@ -82,6 +83,111 @@ ngx_http_qwen_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_qwen_status_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* qwen_ready; a readiness probe (Kubernetes readinessProbe, /readyz) */
+
+char *
+ngx_http_qwen_ready_probe(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler == ngx_http_qwen_ready_handler) {
+        return "is duplicate";
+    }
+
+    clcf->handler = ngx_http_qwen_ready_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Ready: this configuration routes somewhere (a catalogue or at least one
+ * region; nginx would not have started with a catalogue it could not
+ * load) and at least one deployment is not cooling down.  Liveness needs
+ * nothing of the module: "return 200" is enough for /healthz.  Not ready
+ * is 503, so that a load balancer or Kubernetes stops sending requests a
+ * pod would only refuse with 503 all_deployments_cooling_down.
+ */
+
+static ngx_int_t
+ngx_http_qwen_ready_handler(ngx_http_request_t *r)
+{
+    u_char                     *p;
+    ngx_int_t                   rc;
+    ngx_buf_t                  *b;
+    ngx_uint_t                  total, up, ready;
+    ngx_chain_t                 out;
+    const char                 *reason;
+    ngx_http_qwen_main_conf_t  *qmcf;
+
+    rc = ngx_http_qwen_read_only(r, "readiness probe");
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
+
+    ngx_http_qwen_health_count(qmcf->health, &qmcf->deployments, &total,
+                               &up);
+
+    if (qmcf->regions.nelts == 0) {
+        ready = 0;
+        reason = "no region is configured";
+
+    } else if (up == 0 && total > 0) {
+        ready = 0;
+        reason = "every deployment is cooling down";
+
+    } else {
+        ready = 1;
+        reason = NULL;
+    }
+
+    b = ngx_create_temp_buf(r->pool, 256);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(b->pos, "{\"status\":\"%s\",\"models\":%ui,"
+                    "\"regions\":%ui,\"deployments\":%ui,"
+                    "\"deployments_up\":%ui",
+                    ready ? "ready" : "not_ready", qmcf->models.nelts,
+                    qmcf->regions.nelts, total, up);
+
+    if (reason) {
+        p = ngx_sprintf(p, ",\"reason\":\"%s\"", reason);
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "qwen: not ready: %s", reason);
+    }
+
+    *p++ = '}';
+    *p++ = '\n';
+    b->last = p;
+    b->last_buf = (r == r->main);
+    b->last_in_chain = 1;
+
+    r->headers_out.status = ready ? NGX_HTTP_OK
+                                  : NGX_HTTP_SERVICE_UNAVAILABLE;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }
 
 

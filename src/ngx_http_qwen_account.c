@@ -59,7 +59,11 @@ ngx_http_qwen_account(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
             ctx->tokens.total = ctx->tokens.prompt + ctx->tokens.completion;
         }
 
-        ngx_http_qwen_price(r, ctx);
+        if (!ctx->cache_hit) {
+            ngx_http_qwen_price(r, ctx);
+        }
+
+        /* a cached answer cost nothing upstream: cost_nano stays 0 */
     }
 
     ctx->incomplete = ctx->sse ? !us->done_seen : !us->complete;

@@ -94,6 +94,9 @@ ngx_http_qwen_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    /* nginx's proxy_cache answered (a hit, or stale): no upstream call */
+    ctx->cache_hit = r->cached;
+
     if (ctx->failover && !ctx->failover->passing) {
         /* an answer that may make the gateway move on waits */
         if (ngx_http_qwen_failover_header(r, ctx) == NGX_OK) {

@@ -615,9 +615,10 @@ ngx_http_qwen_limits_settle(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
         subjects[n++] = ctx->model_subject;
     }
 
-    used = ctx->tokens.prompt + ctx->tokens.completion;
+    /* an answer from nginx's cache used no upstream tokens */
+    used = ctx->cache_hit ? 0 : ctx->tokens.prompt + ctx->tokens.completion;
 
-    if (used == 0 && ctx->deployment && r->headers_out.status >= 200
+    if (used == 0 && !ctx->cache_hit && ctx->deployment && r->headers_out.status >= 200
         && r->headers_out.status < 300)
     {
         /*
@@ -657,9 +658,11 @@ ngx_http_qwen_limits_settle(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
         }
 
         s->requests++;
-        s->input += ctx->tokens.prompt;
-        s->output += ctx->tokens.completion;
-        s->cost_nano += ctx->cost_nano;
+        if (!ctx->cache_hit) {
+            s->input += ctx->tokens.prompt;
+            s->output += ctx->tokens.completion;
+            s->cost_nano += ctx->cost_nano;
+        }
 
         warn = 0;
 

@@ -524,7 +524,8 @@ static ngx_int_t
 ngx_http_qwen_preconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_qwen_add_variables(cf) != NGX_OK
-        || ngx_http_qwen_keys_add_variables(cf) != NGX_OK)
+        || ngx_http_qwen_keys_add_variables(cf) != NGX_OK
+        || ngx_http_qwen_cache_add_variables(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }

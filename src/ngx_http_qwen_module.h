@@ -133,6 +133,8 @@ typedef struct {
     uint64_t                      cached;
     uint64_t                      reasoning;
     uint64_t                      cost_nano;     /* US dollars * 10^9 */
+    uint64_t                      cache_hits;    /* answered by proxy_cache */
+    uint64_t                      cache_tokens;  /* their input + output */
     uint64_t                      ttft_count;
     uint64_t                      ttft_sum_msec;
     uint64_t                      ttft_buckets[NGX_HTTP_QWEN_TTFT_BUCKETS];
@@ -424,6 +426,7 @@ typedef struct {
     unsigned                      accounted:1;
     unsigned                      incomplete:1;
     unsigned                      unpriced:1;
+    unsigned                      cache_hit:1;   /* from nginx's cache */
 } ngx_http_qwen_ctx_t;
 
 
@@ -614,6 +617,9 @@ ngx_int_t ngx_http_qwen_metrics_snapshot(ngx_http_request_t *r,
 void ngx_http_qwen_ttft_observe(ngx_http_qwen_counters_t *c,
     ngx_msec_int_t ms);
 ngx_msec_t ngx_http_qwen_ttft_bound(ngx_uint_t i);
+
+/* ngx_http_qwen_cache.c */
+ngx_int_t ngx_http_qwen_cache_add_variables(ngx_conf_t *cf);
 
 /* ngx_http_qwen_status.c */
 char *ngx_http_qwen_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

@@ -350,6 +350,8 @@ ngx_http_qwen_metrics_commit(ngx_http_qwen_zone_t *zone,
     c->cached += add->cached;
     c->reasoning += add->reasoning;
     c->cost_nano += add->cost_nano;
+    c->cache_hits += add->cache_hits;
+    c->cache_tokens += add->cache_tokens;
     c->ttft_count += add->ttft_count;
     c->ttft_sum_msec += add->ttft_sum_msec;
 

@@ -355,6 +355,8 @@ ngx_http_qwen_totals(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
         t[n - 1].c.cached += row->counters.cached;
         t[n - 1].c.reasoning += row->counters.reasoning;
         t[n - 1].c.cost_nano += row->counters.cost_nano;
+        t[n - 1].c.cache_hits += row->counters.cache_hits;
+        t[n - 1].c.cache_tokens += row->counters.cache_tokens;
         t[n - 1].c.ttft_count += row->counters.ttft_count;
         t[n - 1].c.ttft_sum_msec += row->counters.ttft_sum_msec;
 
@@ -503,6 +505,23 @@ ngx_http_qwen_prometheus(ngx_http_request_t *r,
 
     p = ngx_http_qwen_counter(p, "qwen_unpriced_requests_total", t, n,
                               offsetof(ngx_http_qwen_counters_t, unpriced));
+
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_cache_hits_total Answers served from nginx's proxy_cache: "
+        "no upstream call, priced at zero.\n# TYPE qwen_cache_hits_total "
+        "counter\n");
+
+    p = ngx_http_qwen_counter(p, "qwen_cache_hits_total", t, n,
+                              offsetof(ngx_http_qwen_counters_t, cache_hits));
+
+    p = ngx_http_qwen_cpylit(p,
+        "# HELP qwen_cache_hit_tokens_total Input and output tokens of the "
+        "answers served from the cache (not in qwen_tokens_total).\n# TYPE "
+        "qwen_cache_hit_tokens_total counter\n");
+
+    p = ngx_http_qwen_counter(p, "qwen_cache_hit_tokens_total", t, n,
+                              offsetof(ngx_http_qwen_counters_t,
+                                       cache_tokens));
 
     p = ngx_http_qwen_cpylit(p,
         "# HELP qwen_ttft_seconds Time from the request to the first byte of "
@@ -699,8 +718,10 @@ ngx_http_qwen_json(ngx_http_request_t *r, ngx_http_qwen_snapshot_t *snap,
         p = ngx_http_qwen_format_usd(p, t[i].c.cost_nano);
 
         p = ngx_sprintf(p, ",\"incomplete\":%uL,\"unpriced\":%uL,"
+                        "\"cache\":{\"hits\":%uL,\"tokens\":%uL},"
                         "\"ttft\":{\"count\":%uL,\"sum_seconds\":",
                         t[i].c.incomplete, t[i].c.unpriced,
+                        t[i].c.cache_hits, t[i].c.cache_tokens,
                         t[i].c.ttft_count);
         p = ngx_http_qwen_seconds(p, t[i].c.ttft_sum_msec);
         p = ngx_http_qwen_cpylit(p, ",\"buckets\":{");
@@ -775,12 +796,20 @@ ngx_http_qwen_log_handler(ngx_http_request_t *r)
 
     add.requests = 1;
     add.incomplete = ctx->incomplete;
-    add.unpriced = ctx->unpriced;
-    add.input = ctx->tokens.prompt;
-    add.output = ctx->tokens.completion;
-    add.cached = ctx->tokens.cached;
-    add.reasoning = ctx->tokens.reasoning;
-    add.cost_nano = ctx->cost_nano;
+
+    if (ctx->cache_hit) {
+        /* no upstream tokens were used: counted apart, at no cost */
+        add.cache_hits = 1;
+        add.cache_tokens = ctx->tokens.prompt + ctx->tokens.completion;
+
+    } else {
+        add.unpriced = ctx->unpriced;
+        add.input = ctx->tokens.prompt;
+        add.output = ctx->tokens.completion;
+        add.cached = ctx->tokens.cached;
+        add.reasoning = ctx->tokens.reasoning;
+        add.cost_nano = ctx->cost_nano;
+    }
 
     if (ctx->first_byte) {
         ngx_http_qwen_ttft_observe(&add, ctx->ttft_msec);

@@ -96,7 +96,7 @@ status=0
 if [ "$lintian_on" != 0 ]; then
     echo "deb.sh: lintian $(basename "$changes")"
     lint="$work/lintian.txt"
-    lintian --info --display-info --pedantic --fail-on error \
+    lintian --display-info --pedantic --fail-on error \
         "$changes" >"$lint" 2>&1 || status=$?
     cat "$lint"
     e=$(grep -c '^E: ' "$lint" || true)

@@ -343,6 +343,128 @@ SKIP: {
     waitpid $mock, 0;
 }
 
+# cache.conf: nginx -t with its host mapped to 127.0.0.1; then serving with
+# DashScope played by the mock: a repeat is a HIT that never reaches the
+# mock, a client's no-cache goes upstream, a stream is never cached, and
+# /metrics counts the hit
+{
+    open my $in, '<', "$repo/conf-examples/cache.conf" or die $!;
+    my $cc = do { local $/; <$in> };
+    close $in;
+    like($cc, qr/^\s*server\s+dashscope-intl\.aliyuncs\.com:443;/m,
+         'cache.conf: upstream dashscope-intl.aliyuncs.com');
+
+    my $render = sub {
+        my ($conf) = @_;
+        my $dir = tempdir('qwen-cache-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+        chmod 0711, $dir;
+        mkdir "$dir/$_" for qw(logs modules);
+        symlink $so, "$dir/modules/ngx_http_qwen_module.so" or die "symlink: $!";
+        copy("$repo/conf-examples/qwen-models.json", "$dir/qwen-models.json") or die $!;
+        open my $out, '>', "$dir/cache.conf" or die $!;
+        print $out $conf;
+        close $out;
+        return $dir;
+    };
+
+    (my $mapped = $cc) =~ s/^(\s*server\s+)\S+:443;/${1}127.0.0.1:443;/mg;
+    my ($rc4, $out4) = nginx_t($render->($mapped), 'cache.conf',
+                               DASHSCOPE_API_KEY => 'sk-test-not-printed');
+    is($rc4, 0, 'cache.conf passes nginx -t') or diag $out4;
+    unlike($out4, qr/not-printed/, 'no key is printed');
+
+    my $mock = open(my $mock_out, '-|', 'node', "$repo/t/mock/dashscope.js",
+                    '--port', '0', '--key', 'sk-mock') // die "node: $!";
+    my $listening = eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 5;
+        my $l = <$mock_out>;
+        alarm 0;
+        $l;
+    } // '';
+    my ($mock_port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
+    if (!$mock_port) {
+        kill 'TERM', $mock;
+        BAIL_OUT("the mock did not start within 5 s: $listening");
+    }
+    my $port = free_port($mock_port);
+
+    my $conf = $cc;
+    $conf =~ s/^(\s*server\s+)\S+:443;/${1}127.0.0.1:$mock_port;/m;
+    $conf =~ s{url=https://}{url=http://}g;
+    $conf =~ s/^(\s*listen\s+)8000;/${1}127.0.0.1:$port;/m;
+    $conf =~ s/^worker_processes\s+auto;/worker_processes 1;/m;
+    my $rt = $render->($conf);
+
+    local $ENV{DASHSCOPE_API_KEY} = 'sk-mock';
+    my $gw = fork // die;
+    if ($gw == 0) {
+        open STDOUT, '>', "$rt/logs/stdout.log";
+        open STDERR, '>', "$rt/logs/stderr.log";
+        exec $nginx, '-p', "$rt/", '-c', 'cache.conf', '-g', 'daemon off;';
+        die;
+    }
+
+    my $http = HTTP::Tiny->new(timeout => 5);
+    my $res;
+    for (1 .. 50) {
+        $res = $http->get("http://127.0.0.1:$port/v1/models");
+        last if $res->{status} == 200;
+        last if waitpid($gw, WNOHANG) == $gw;
+        sleep 0.1;
+    }
+
+    SKIP: {
+        if ($res->{status} != 200) {
+            diag `cat $rt/logs/stderr.log $rt/logs/error.log`;
+            fail("cache.conf serves on port $port");
+            skip "cache.conf did not start on port $port", 5;
+        }
+
+        my $sid = "cache090-$$";
+        my $ask = sub {
+            my ($body, %h) = @_;
+            return $http->post("http://127.0.0.1:$port/v1/chat/completions", {
+                headers => { 'content-type' => 'application/json',
+                             'x-mock-scenario' => $sid, %h },
+                content => $body,
+            });
+        };
+        my $q = '{"model":"qwen-plus","messages":[{"role":"user","content":"cached ' . $$ . '"}]}';
+        my @st = map { $_->{status} . ' ' . ($_->{headers}{'x-cache-status'} // '-') }
+                 $ask->($q), $ask->($q), $ask->($q, 'cache-control' => 'no-cache'),
+                 $ask->('{"model":"qwen-plus","stream":true,"messages":[{"role":"user","content":"cached ' . $$ . '"}]}'),
+                 $ask->('{"model":"qwen-plus","stream":true,"messages":[{"role":"user","content":"cached ' . $$ . '"}]}');
+        is_deeply(\@st, ['200 MISS', '200 HIT', '200 BYPASS', '200 BYPASS', '200 BYPASS'],
+                  'cache.conf: a miss, a hit, no-cache bypasses, streams bypass');
+
+        my $rec = $http->get("http://127.0.0.1:$mock_port/__mock/scenario/$sid");
+        my $doc = eval { JSON::PP->new->decode($rec->{content}) } || {};
+        is(scalar @{ $doc->{requests} || [] }, 4, 'the hit never reached DashScope');
+
+        $res = $http->get("http://127.0.0.1:$port/metrics");
+        like($res->{content}, qr/^qwen_cache_hits_total\{model="qwen-plus",provider="[^"]+"\} 1$/m,
+             'cache.conf: /metrics counts the hit');
+
+        my @lines;
+        for (1 .. 20) {
+            open my $log, '<', "$rt/logs/access.log";
+            @lines = grep { m{"POST } } ($log ? <$log> : ());
+            last if @lines >= 5;
+            sleep 0.1;
+        }
+        like($lines[1] // '', qr/ 200 cache=HIT model=qwen-plus->qwen-plus .* cost=0\.000000000 /,
+             'the access log: the hit at zero cost') or diag "@lines";
+        like($lines[0] // '', qr/ 200 cache=MISS .* cost=0\.0000[0-9]*[1-9]/,
+             'the miss at its price') or diag "@lines";
+    }
+
+    kill 'QUIT', $gw;
+    kill 'TERM', $mock;
+    waitpid $gw, 0;
+    waitpid $mock, 0;
+}
+
 # keys.conf with keys.json: nginx -t with and without the upstream key, no
 # client key printed; then serving (two workers), its two DashScope regions
 # played by the mock over plain http: keys in clear, as sha256: and

@@ -87,7 +87,7 @@ for v in "${versions[@]}"; do
     [ -x "$tree/objs/nginx" ] && [ -f "$tree/objs/ngx_http_qwen_module.so" ] \
         || build=failed
 
-    result=
+    result= tstatus=0
     if [ "$build" = failed ]; then
         status=1
         grep -m5 -E 'error:|Error [0-9]|not found' "$dir/build.log" \
@@ -147,5 +147,10 @@ for v in "${versions[@]}"; do
     fi
     printf '%-8s build %-6s %s  %ss\n' "$v" "$build" "${result:-tests not run}" \
         "$(( $(date +%s) - start ))"
+    if [ "${tstatus:-0}" != 0 ] && [ -f "$dir/test.log" ]; then
+        # what failed, so that a CI log says it without the build tree
+        grep -E '^not ok|^#   Failed test|^Bailout|^FAILED|^t/.*\(Wstat' \
+            "$dir/test.log" | cut -c1-300 | head -40 | sed "s|^|matrix.sh: $v: |" >&2
+    fi
 done
 exit "$status"

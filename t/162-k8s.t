@@ -60,10 +60,10 @@ if (!have_kubectl() || !have_yaml()) {
 }
 
 my $kver = `kubectl version --client -o json 2>/dev/null`;
-my ($kustomize) = $kver =~ /"kustomizeVersion"\s*:\s*"v?(\d+)/;
-plan skip_all => 'kubectl has no kustomize v4 or later (components, '
+my ($kmaj, $kmin) = $kver =~ /"kustomizeVersion"\s*:\s*"v?(\d+)\.(\d+)/;
+plan skip_all => 'kubectl has no kustomize v4.1 or later (components, '
                . "labels): kubectl version says: $kver"
-    unless $kustomize && $kustomize >= 4;
+    unless $kmaj && ($kmaj > 4 || ($kmaj == 4 && $kmin >= 1));
 
 # --------------------------------------------------------------------------
 # rendering

@@ -288,6 +288,8 @@ for my $s (qw(base overlay)) {
        "$s: no service account token mounted");
     ok(exists $pod->{enableServiceLinks} && !$pod->{enableServiceLinks},
        "$s: no service links in the environment");
+    ok(!$pod->{shareProcessNamespace},
+       "$s: no shared process namespace (the preStop hook signals PID 1)");
 
     # resources
     my $r = $c->{resources} || {};

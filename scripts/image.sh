@@ -7,6 +7,8 @@
 #                                run the built image's nginx with buildah
 #                                (podman's storage), on the host's network;
 #                                -d: in the background
+#   scripts/image.sh reload      render the templates again (with this
+#                                environment) and reload that nginx
 #   scripts/image.sh stop        SIGQUIT to the nginx of `run -d`, then wait
 #                                for it to finish its requests
 #
@@ -166,6 +168,30 @@ nginx_pid() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+# the options of buildah run: the contract's variables that are set, the
+# run's tmp/ as /tmp, the mounted files (into the array args)
+container_args() {
+    args=(--isolation=chroot --network=host --user 101:101
+          -v "$(cd "$run_dir/tmp" && pwd):/tmp")
+    local v
+    for v in QWEN_REGION QWEN_UPSTREAM QWEN_WORKER_PROCESSES \
+             QWEN_METRICS_ZONE_SIZE QWEN_CLIENT_KEYS QWEN_LOG_LEVEL \
+             QWEN_PORT QWEN_METRICS_PORT; do
+        if [ -n "${!v+set}" ]; then
+            args+=(-e "$v=${!v}")
+        fi
+    done
+    if [ -n "${QWEN_KEYS_DIR:-}" ]; then
+        args+=(-v "$(cd "$QWEN_KEYS_DIR" && pwd):/etc/qwen/keys:ro")
+    fi
+    if [ -n "${QWEN_MODELS_FILE:-}" ]; then
+        args+=(-v "$(realpath "$QWEN_MODELS_FILE"):/etc/qwen/qwen-models.json:ro")
+    fi
+    if [ -n "${QWEN_TEMPLATES_DIR:-}" ]; then
+        args+=(-v "$(cd "$QWEN_TEMPLATES_DIR" && pwd):/etc/nginx/templates:ro")
+    fi
+}
+
 run() {
     local detach=
     if [ "${1:-}" = -d ]; then
@@ -197,25 +223,11 @@ run() {
     chown 101:101 "$run_dir/tmp"
     rm -f "$run_dir/stdout.log" "$run_dir/stderr.log" "$run_dir/buildah.pid"
 
-    local ctr
+    local ctr args
     ctr=$(buildah from --pull-never --name "qwen-gateway-run-$$" "$image")
     echo "$ctr" >"$run_dir/container"
 
-    local args=(--isolation=chroot --network=host --user 101:101
-                -v "$(cd "$run_dir/tmp" && pwd):/tmp")
-    local v
-    for v in QWEN_REGION QWEN_UPSTREAM QWEN_WORKER_PROCESSES \
-             QWEN_METRICS_ZONE_SIZE QWEN_CLIENT_KEYS QWEN_LOG_LEVEL \
-             QWEN_PORT QWEN_METRICS_PORT; do
-        [ -n "${!v+set}" ] && args+=(-e "$v=${!v}")
-    done
-    [ -n "${QWEN_KEYS_DIR:-}" ] \
-        && args+=(-v "$(cd "$QWEN_KEYS_DIR" && pwd):/etc/qwen/keys:ro")
-    [ -n "${QWEN_MODELS_FILE:-}" ] \
-        && args+=(-v "$(realpath "$QWEN_MODELS_FILE"):/etc/qwen/qwen-models.json:ro")
-    [ -n "${QWEN_TEMPLATES_DIR:-}" ] \
-        && args+=(-v "$(cd "$QWEN_TEMPLATES_DIR" && pwd):/etc/nginx/templates:ro")
-
+    container_args
     # the key goes in through the standard input (printf is bash's own: no
     # command line shows it), into the entry point's environment only
     local inner='while IFS= read -r l; do
@@ -272,6 +284,18 @@ run() {
         "(still starting: scripts/image.sh stop)"
 }
 
+# qwen-entrypoint reload in the running container (as kubectl exec would):
+# the templates rendered again with this environment, then nginx -s reload
+reload() {
+    [ "$(id -u)" = 0 ] || die "buildah run --isolation=chroot needs root"
+    nginx_pid >/dev/null || die "no nginx runs from $run_dir"
+    local args
+    container_args
+    buildah run "${args[@]}" "$(cat "$run_dir/container")" -- \
+        /usr/local/bin/qwen-entrypoint reload
+    say "reloaded nginx $(nginx_pid)"
+}
+
 stop() {
     local pid bpid= i timeout=${IMAGE_STOP_TIMEOUT:-30}
     [ -f "$run_dir/buildah.pid" ] && bpid=$(cat "$run_dir/buildah.pid")
@@ -307,6 +331,7 @@ case "${1:-build}" in
     build) build ;;
     base)  make_base "$(engine)" ;;
     run)   shift; run "$@" ;;
+    reload) reload ;;
     stop)  stop ;;
-    *)     die "usage: scripts/image.sh [build|base|run [-d] [nginx options]|stop]" ;;
+    *)     die "usage: scripts/image.sh [build|base|run [-d] [nginx options]|reload|stop]" ;;
 esac

@@ -20,8 +20,13 @@ for group in "$@"; do
                       fakeroot lintian) ;;
         # make image / scripts/image.sh and t/161-image.t
         image) want+=(mmdebstrap podman buildah uidmap curl) ;;
-        # t/162-k8s.t: kustomize through kubectl, YAML for the checks
-        k8s)   want+=(kubectl libyaml-libyaml-perl) ;;
+        # t/162-k8s.t: kustomize through kubectl, YAML for the checks. A
+        # kubectl already there (Google's kubectl package, a binary) is
+        # used as it is; else Debian's kubernetes-client (1.20: its
+        # kustomize v2.0.3 is too old for the overlay, and the test says so)
+        k8s)   want+=(libyaml-libyaml-perl)
+               command -v kubectl >/dev/null 2>&1 \
+                   || want+=(kubernetes-client) ;;
         *) echo "deps.sh: unknown group '$group'" >&2; exit 2 ;;
     esac
 done

@@ -161,11 +161,20 @@ build() {
         "$name:$version" | awk '{ printf "%.1f MB", $1 / 1e6 }'))"
 }
 
+# a process that runs (a zombie does not: where PID 1 reaps late, buildah
+# lingers as one after its end)
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 nginx_pid() {
     local pid=
     [ -f "$run_dir/tmp/nginx/nginx.pid" ] \
         && read -r pid <"$run_dir/tmp/nginx/nginx.pid" 2>/dev/null
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [ -n "$pid" ] && alive "$pid" && echo "$pid"
 }
 
 # the options of buildah run: the contract's variables that are set, the
@@ -250,7 +259,7 @@ run() {
             qwen-entrypoint "$@" < <(secrets) &
         local bpid=$! status=0
         trap 'p=$(nginx_pid) && kill -QUIT "$p"' INT TERM
-        while kill -0 "$bpid" 2>/dev/null; do
+        while alive "$bpid"; do
             wait "$bpid" || status=$?
         done
         trap - INT TERM
@@ -271,7 +280,7 @@ run() {
                 "files in $run_dir); scripts/image.sh stop stops it"
             return 0
         fi
-        if ! kill -0 "$bpid" 2>/dev/null; then
+        if ! alive "$bpid"; then
             tail -20 "$run_dir/stderr.log" >&2
             buildah rm "$ctr" >/dev/null 2>&1 || true
             rm -f "$run_dir/container"
@@ -303,10 +312,10 @@ stop() {
         say "SIGQUIT to nginx $pid: it stops when its requests are done"
         kill -QUIT "$pid"
         for i in $(seq 1 $((timeout * 10))); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             say "nginx still runs after $timeout s: SIGTERM"
             kill -TERM "$pid" 2>/dev/null || true
             sleep 1
@@ -314,10 +323,10 @@ stop() {
     fi
     if [ -n "$bpid" ]; then
         for i in $(seq 1 50); do
-            kill -0 "$bpid" 2>/dev/null || break
+            alive "$bpid" || break
             sleep 0.1
         done
-        kill -0 "$bpid" 2>/dev/null && kill -TERM "$bpid" 2>/dev/null
+        alive "$bpid" && kill -TERM "$bpid" 2>/dev/null
         rm -f "$run_dir/buildah.pid"
     fi
     if [ -f "$run_dir/container" ]; then

@@ -10,8 +10,9 @@
 # Debian's nginx (the default base): nginx-dev of exactly the installed
 # version, configured with its own flags (/usr/share/nginx/src/conf_flags).
 # Any other nginx (an official nginx:<version> image, from nginx.org): the
-# source of the version `nginx -v` names, from nginx.org or NGINX_SRC_URL,
-# configured --with-compat as that nginx was.
+# source of the version `nginx -v` names, from nginx.org, configured
+# --with-compat as that nginx was. NGINX_SRC_URL (a .tar.gz of the same
+# version) is used instead when given, whatever the nginx.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -30,12 +31,12 @@ debian_nginx() {
 case "${1:-}" in
 deps)
     apt-get update -qq
-    if debian_nginx; then
+    if [ -z "${NGINX_SRC_URL:-}" ] && debian_nginx; then
         echo "build-module: Debian's nginx $debver, with nginx-dev $debver"
         apt-get install -y -qq --no-install-recommends gcc make libc6-dev \
             libcjson-dev "nginx-dev=$debver" >/dev/null
     else
-        echo "build-module: nginx $version not from Debian: building" \
+        echo "build-module: nginx $version${debver:+ ($debver)}: building" \
              "against its source"
         nginx -V 2>&1 | grep -q -- '--with-compat' \
             || die "nginx $version was not configured --with-compat: a" \

@@ -27,7 +27,18 @@ out=/tmp/nginx
 
 # the documented variables and their defaults
 : "${QWEN_REGION:=singapore}"
-: "${QWEN_UPSTREAM:=https://dashscope-intl.aliyuncs.com}"
+# QWEN_UPSTREAM: the endpoint of QWEN_REGION's DashScope (a key works only
+# in the region where it was made)
+if [ -z "${QWEN_UPSTREAM:-}" ]; then
+    case "$QWEN_REGION" in
+        singapore) QWEN_UPSTREAM=https://dashscope-intl.aliyuncs.com ;;
+        virginia)  QWEN_UPSTREAM=https://dashscope-us.aliyuncs.com ;;
+        beijing)   QWEN_UPSTREAM=https://dashscope.aliyuncs.com ;;
+        hongkong)  QWEN_UPSTREAM=https://cn-hongkong.dashscope.aliyuncs.com ;;
+        *) die "QWEN_REGION=$QWEN_REGION: set QWEN_UPSTREAM to its endpoint" \
+               "(https://host)" ;;
+    esac
+fi
 : "${QWEN_WORKER_PROCESSES:=auto}"
 : "${QWEN_METRICS_ZONE_SIZE:=4m}"
 : "${QWEN_CLIENT_KEYS:=off}"

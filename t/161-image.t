@@ -60,7 +60,7 @@ unless ($mock_port) {
         or die "the mock did not start: $line";
 }
 
-my ($nginx_master, $stopped);
+my ($nginx_master, $stopped, $scratch);
 sub stop_all {
     return if $stopped++;
     system("$repo/scripts/image.sh", 'stop') if -d $run_dir;
@@ -68,6 +68,7 @@ sub stop_all {
 END {
     my $status = $?;
     stop_all();
+    system("buildah rm '$scratch' >/dev/null 2>&1") if $scratch;
     if ($mock_pid) {
         kill 'TERM', $mock_pid;
         close $mock;
@@ -456,6 +457,63 @@ unlike(slurp("$run_dir/stderr.log"), qr/\[(?:alert|emerg|crit)\]/,
 $stopped = 1;
 is(scalar(grep { /\Q$ctr\E/ } `buildah containers --format '{{.ContainerName}}'`),
    0, 'the container was removed');
+
+# ------------------------------------------------------ the entry point --
+
+# in a container of its own, /tmp a tmpfs: what qwen-entrypoint renders
+$scratch = `buildah from --pull-never '$tag' 2>/dev/null` =~ s/\s+\z//r;
+ok($scratch, 'a second container of the image');
+my $templates = "$base/templates";
+mkdir $templates or die $!;
+open my $tf, '>', "$templates/nginx.conf.template" or die $!;
+print $tf "events {}\n";
+close $tf;
+open $tf, '>', "$templates/probe.txt.template" or die $!;
+print $tf 'port=${QWEN_PORT} upstream=$QWEN_UPSTREAM_SERVER'
+        . ' key=${DASHSCOPE_API_KEY} unset=${QWEN_NOT_SET}'
+        . ' nginx=$host lower=${lower_case}' . "\n";
+close $tf;
+chmod 0755, $templates;
+chmod 0644, glob "$templates/*";
+
+sub entrypoint {
+    my ($env, @cmd) = @_;
+    my @e = map { ('-e', "$_=$env->{$_}") } sort keys %$env;
+    my $pid = open(my $fh, '-|') // die "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>&', \*STDOUT;
+        exec 'buildah', 'run', '--isolation=chroot', '--network=host',
+            '--user', '101:101', '--mount', 'type=tmpfs,destination=/tmp',
+            '-v', "$templates:/etc/nginx/templates:ro", @e, $scratch, '--',
+            '/usr/local/bin/qwen-entrypoint', @cmd;
+        die "exec: $!";
+    }
+    my $out = do { local $/; <$fh> } // '';
+    close $fh;
+    return ($? >> 8, $out);
+}
+
+my ($rc, $out) = entrypoint({ QWEN_PORT => 8123, DASHSCOPE_API_KEY => $key,
+                              lower_case => 'x' },
+                            'cat', '/tmp/nginx/probe.txt');
+is($out, 'port=8123 upstream=dashscope-intl.aliyuncs.com:443'
+       . ' key=${DASHSCOPE_API_KEY} unset=${QWEN_NOT_SET} nginx=$host'
+       . ' lower=${lower_case}' . "\n",
+   'templates: variables set, in upper case and not secret, are replaced');
+($rc, $out) = entrypoint({ QWEN_REGION => 'beijing' },
+                         'cat', '/tmp/nginx/probe.txt');
+like($out, qr/upstream=dashscope\.aliyuncs\.com:443 /,
+     'QWEN_REGION=beijing: the Beijing endpoint by default');
+($rc, $out) = entrypoint({ QWEN_UPSTREAM => 'ftp://example.com' }, 'true');
+ok($rc != 0 && $out =~ /QWEN_UPSTREAM=ftp:/, 'QWEN_UPSTREAM=ftp://...: refused');
+($rc, $out) = entrypoint({ QWEN_UPSTREAM => 'https://example.com:8443/v1' }, 'true');
+ok($rc != 0 && $out =~ /no path/, 'QWEN_UPSTREAM with a path: refused');
+($rc, $out) = entrypoint({ QWEN_PORT => 9145 }, 'true');
+ok($rc != 0 && $out =~ /both 9145/, 'QWEN_PORT = QWEN_METRICS_PORT: refused');
+($rc, $out) = entrypoint({ QWEN_CLIENT_KEYS => 'on' }, 'true');
+ok($rc != 0 && $out =~ m{/etc/qwen/keys/keys\.json}, 'client keys without the keys file: refused');
+system("buildah rm '$scratch' >/dev/null 2>&1") if $scratch;
+undef $scratch;
 
 collect();
 done_testing();

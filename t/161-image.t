@@ -512,6 +512,84 @@ ok($rc != 0 && $out =~ /no path/, 'QWEN_UPSTREAM with a path: refused');
 ok($rc != 0 && $out =~ /both 9145/, 'QWEN_PORT = QWEN_METRICS_PORT: refused');
 ($rc, $out) = entrypoint({ QWEN_CLIENT_KEYS => 'on' }, 'true');
 ok($rc != 0 && $out =~ m{/etc/qwen/keys/keys\.json}, 'client keys without the keys file: refused');
+
+# ---------------------------------------------------- read-only root --
+
+# buildah run cannot make the root read-only: the same image, mounted, with
+# its root bound read-only, /tmp a directory of ours, in a mount namespace
+# of its own (unshare), entered as 101:101 with chroot, as a container
+# runtime's --read-only would
+my $root = `buildah mount '$scratch' 2>/dev/null` =~ s/\s+\z//r;
+my $ro_tmp = "$base/ro-tmp";
+mkdir $ro_tmp, 0700 or die $!;
+chown 101, 101, $ro_tmp;
+my $ro_port = free_port($mock_port, $port, $metrics_port);
+my $ro_metrics = free_port($mock_port, $port, $metrics_port, $ro_port);
+my $ro = fork // die "fork: $!";
+if ($ro == 0) {
+    open STDIN, '<', '/dev/null';
+    open STDOUT, '>', "$base/ro.out" or die $!;
+    open STDERR, '>', "$base/ro.err" or die $!;
+    $ENV{$_} = $env{$_} for qw(QWEN_UPSTREAM DASHSCOPE_API_KEY QWEN_LOG_LEVEL);
+    $ENV{QWEN_PORT} = $ro_port;
+    $ENV{QWEN_METRICS_PORT} = $ro_metrics;
+    $ENV{QWEN_WORKER_PROCESSES} = 1;
+    exec 'unshare', '-m', '--propagation', 'private', 'sh', '-c', q{
+        set -e
+        r=$1 t=$2
+        mount --bind "$r" "$r"
+        mount -o remount,bind,ro "$r"
+        mount --bind "$t" "$r/tmp"
+        mount --rbind /dev "$r/dev"
+        mount -t proc proc "$r/proc"
+        if touch "$r/etc/qwen/written" 2>/dev/null; then
+            echo "the root is writable" >&2
+            exit 99
+        fi
+        exec chroot --userspec=101:101 "$r" /usr/local/bin/qwen-entrypoint
+    }, 'read-only-root', $root, $ro_tmp;
+    die "exec: $!";
+}
+$res = {};
+$deadline = time + 10;
+while (time < $deadline) {
+    $res = $http->get("http://127.0.0.1:$ro_port/readyz");
+    last if $res->{status} == 200 || waitpid($ro, WNOHANG) == $ro;
+    sleep 0.1;
+}
+is($res->{status}, 200, 'read-only root: /readyz 200')
+    or diag slurp("$base/ro.err");
+$res = $http->post("http://127.0.0.1:$ro_port/v1/chat/completions", {
+    headers => { 'content-type' => 'application/json' }, content => $chat });
+is($res->{status}, 200, 'read-only root: a chat completion 200');
+# a body over client_body_buffer_size (1m) goes to a temporary file
+my $big = '{"model":"qwen-plus","messages":[{"role":"user","content":"'
+        . ('x' x (1536 * 1024)) . '"}]}';
+$res = $http->post("http://127.0.0.1:$ro_port/v1/chat/completions", {
+    headers => { 'content-type' => 'application/json' }, content => $big });
+is($res->{status}, 200, 'read-only root: a 1.5 MB body (a temporary file) 200');
+my ($ro_master) = slurp("$ro_tmp/nginx/nginx.pid") =~ /(\d+)/;
+kill 'QUIT', $ro_master if $ro_master;
+my $ro_gone;
+$deadline = time + 10;
+while (time < $deadline) {
+    if (waitpid($ro, WNOHANG) == $ro) {
+        $ro_gone = 1;
+        last;
+    }
+    sleep 0.1;
+}
+ok($ro_gone && $? == 0, 'read-only root: SIGQUIT stops it')
+    or do { kill 'KILL', $ro unless $ro_gone; diag slurp("$base/ro.err") };
+like(slurp("$base/ro.err"), qr/a client request body is buffered to a temporary file/,
+     'read-only root: the body went through /tmp/nginx/client_body_temp');
+unlike(slurp("$base/ro.err"), qr/\[(?:alert|emerg|crit)\]|Read-only|Permission denied/,
+       'read-only root: nothing failed') or diag slurp("$base/ro.err");
+like(slurp("$base/ro.out"), qr{"POST /v1/chat/completions HTTP/1\.1" 200 },
+     'read-only root: the access log on the standard output');
+Qwen::SecretScan::collect_logs($base, "the read-only run in t/161-image.t")
+    if defined &Qwen::SecretScan::collect_logs;
+system("buildah umount '$scratch' >/dev/null 2>&1");
 system("buildah rm '$scratch' >/dev/null 2>&1") if $scratch;
 undef $scratch;
 

@@ -231,6 +231,9 @@ sub children {
 
 my @workers = grep { $_->[1] eq 'nginx' } children($nginx_master);
 is(scalar @workers, 2, 'two workers (QWEN_WORKER_PROCESSES=2)');
+# buildah run's standard output is a pipe of root's: the entry point's relay
+is(scalar(grep { $_->[1] eq 'cat' } children($nginx_master)), 1,
+   'the standard output relayed (buildah run keeps it root\'s)');
 is(proc_uid($nginx_master), 101, 'the master process runs as uid 101');
 is_deeply([map { proc_uid($_->[0]) } @workers], [101, 101],
           'the workers run as uid 101');
@@ -528,7 +531,10 @@ my $ro_metrics = free_port($mock_port, $port, $metrics_port, $ro_port);
 my $ro = fork // die "fork: $!";
 if ($ro == 0) {
     open STDIN, '<', '/dev/null';
+    # the standard output the user's own, as runc and crun give it: nginx
+    # opens /dev/stdout itself (no relay by the entry point)
     open STDOUT, '>', "$base/ro.out" or die $!;
+    chown 101, 101, "$base/ro.out";
     open STDERR, '>', "$base/ro.err" or die $!;
     $ENV{$_} = $env{$_} for qw(QWEN_UPSTREAM DASHSCOPE_API_KEY QWEN_LOG_LEVEL);
     $ENV{QWEN_PORT} = $ro_port;
@@ -569,6 +575,8 @@ $res = $http->post("http://127.0.0.1:$ro_port/v1/chat/completions", {
     headers => { 'content-type' => 'application/json' }, content => $big });
 is($res->{status}, 200, 'read-only root: a 1.5 MB body (a temporary file) 200');
 my ($ro_master) = slurp("$ro_tmp/nginx/nginx.pid") =~ /(\d+)/;
+is_deeply([grep { $_->[1] ne 'nginx' } children($ro_master // 0)], [],
+          'read-only root: the standard output its own, no relay');
 kill 'QUIT', $ro_master if $ro_master;
 my $ro_gone;
 $deadline = time + 10;

@@ -53,7 +53,7 @@ my $json = JSON::PP->new;
 my ($mock_pid, $mock_port, $mock) = (undef, $ENV{TEST_NGINX_MOCK_PORT});
 unless ($mock_port) {
     $mock_pid = open($mock, '-|', 'node', "$repo/t/mock/dashscope.js",
-                     '--port', 0, '--key', $key)
+                     '--port', 0, '--key', 'sk-mock')
         or die "node t/mock/dashscope.js: $!";
     my $line = <$mock> // '';
     ($mock_port) = $line =~ m{listening on http://[^ ]*:(\d+)}

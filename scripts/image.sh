@@ -227,8 +227,12 @@ run() {
     fi
 
     # the container's /tmp, as Kubernetes' emptyDir: only the user 101
-    mkdir -p "$run_dir"
-    chmod 0700 "$run_dir"
+    [ -d "$run_dir" ] || mkdir -p -m 0700 "$run_dir"
+    # a tmp/ there is a previous run's (owned by 101), nothing else's
+    if [ -e "$run_dir/tmp" ] && [ "$(stat -c %u "$run_dir/tmp")" != 101 ]; then
+        die "$run_dir/tmp is not a run's /tmp (not owned by uid 101):" \
+            "choose another IMAGE_RUN_DIR"
+    fi
     rm -rf "$run_dir/tmp"
     mkdir -m 0700 "$run_dir/tmp"
     chown 101:101 "$run_dir/tmp"
@@ -262,6 +266,7 @@ run() {
         local bpid=$! status=0
         trap 'p=$(nginx_pid) && kill -QUIT "$p"' INT TERM
         while alive "$bpid"; do
+            status=0
             wait "$bpid" || status=$?
         done
         trap - INT TERM

@@ -76,9 +76,12 @@ chmod 0755, $dir;
 
 # the mock DashScope: run-tests.sh's, else one of our own
 my $mock = $ENV{TEST_NGINX_MOCK_PORT};
+# (a package variable: a lexical's pipe would be closed, which waits for
+# the mock, before the END block that stops the mock runs)
+our $mfh;
 my $mock_pid;
 if (!$mock) {
-    $mock_pid = open my $mfh, '-|', 'node', "$repo/t/mock/dashscope.js",
+    $mock_pid = open $mfh, '-|', 'node', "$repo/t/mock/dashscope.js",
                      '--port', '0', '--key', 'sk-mock'
         or BAIL_OUT("node t/mock/dashscope.js: $!");
     my $line = <$mfh> // '';
@@ -87,6 +90,8 @@ if (!$mock) {
 }
 
 my ($started, $installed);
+# stopped by a signal, it still cleans up (exit runs the END block)
+$SIG{$_} = sub { exit 128 + 2 } for qw(INT TERM HUP);
 END {
     my $rc = $?;
     if ($started && -f "$dir/logs/nginx.pid") {

@@ -72,6 +72,7 @@ plan skip_all => 'kubectl has no kustomize v4.1 or later (components, '
 # deploy/k8s copied, so that the overlay's .env (the Secret's input, never
 # committed) can be made from .env.example without touching the checkout
 my $copy = "$tmp/k8s";
+make_path($copy);
 File::Find::find({ no_chdir => 1, wanted => sub {
     my $rel = substr($_, length $k8s);
     return if $rel eq '';

@@ -4,7 +4,12 @@
 # --- udp_reply, --- udp_query) and client --- timeout / --- abort.
 #
 # nginx proxies to the fake server; tcp_query sees exactly the bytes nginx
-# sent upstream.  tcp_query and tcp_query_len each add one TAP test, run
+# sent upstream. The version, Host and Connection are written out, in
+# that order: nginx 1.29 and later proxy with HTTP/1.1 by default and,
+# with HTTP/1.0, no longer send "Connection: close", and versions order
+# default and configured headers differently; left to the defaults, those
+# bytes differ between versions (and a one-shot server reading
+# tcp_query_len bytes then waits for the rest).  tcp_query and tcp_query_len each add one TAP test, run
 # after the HTTP checks.
 
 use Test::Nginx::Socket;
@@ -33,6 +38,9 @@ __DATA__
 === TEST 1: tcp_reply string, tcp_query exact bytes, tcp_query_len
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113/up;
     }
 --- tcp_listen: 19113
@@ -55,6 +63,9 @@ abc
 === TEST 2: tcp_reply as an array of writes
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113;
     }
 --- tcp_listen: 19113
@@ -71,6 +82,9 @@ one,two
 === TEST 3: tcp_reply as a sub computing the reply from the query
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113/dyn;
     }
 --- tcp_listen: 19113
@@ -90,6 +104,9 @@ upstream saw: GET /dyn HTTP/1.0
 === TEST 4: tcp_query given as a regex (compared with like)
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113;
         proxy_set_header X-Trace abc;
     }
@@ -108,6 +125,9 @@ GET /t
 === TEST 5: the request body reaches the upstream (Content-Length added)
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113;
     }
 --- tcp_listen: 19113
@@ -129,6 +149,9 @@ http proxy header:
 --- config
     location = /t {
         proxy_read_timeout 200ms;
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113;
     }
 --- tcp_listen: 19113
@@ -146,6 +169,9 @@ upstream timed out
 === TEST 7: tcp_shutdown of the write side without a reply -> 502
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113;
     }
 --- tcp_listen: 19113
@@ -163,6 +189,9 @@ upstream prematurely closed connection
     location = /t {
         proxy_read_timeout 300ms;
         proxy_buffering off;
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113;
     }
 --- tcp_listen: 19113
@@ -181,6 +210,9 @@ upstream timed out
 === TEST 9: client --- timeout with --- abort is not a failure
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://127.0.0.1:19113;
     }
 --- tcp_listen: 19113
@@ -199,6 +231,9 @@ GET /t
 === TEST 10: tcp_listen on a unix domain socket
 --- config
     location = /t {
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://unix:/tmp/tnginx-compat-selftest.sock:/via-unix;
     }
 --- tcp_listen: /tmp/tnginx-compat-selftest.sock
@@ -219,6 +254,9 @@ unix ok
     resolver_timeout 500ms;
     location = /t {
         set $up "selftest.invalid";
+        proxy_http_version 1.0;
+        proxy_set_header Host $proxy_host;
+        proxy_set_header Connection close;
         proxy_pass http://$up;
     }
 --- udp_listen: 19114

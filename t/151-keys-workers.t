@@ -496,8 +496,10 @@ sleep 6.5;
     my @w = grep { parent_of($_) == $master }
             map { m{^/proc/(\d+)$} ? $1 : () } glob '/proc/[0-9]*';
     ok(@w >= 2, 'the master has its workers');
-    signal('KILL', grep { running($_) } @w);
+    # the master first: killed after a worker, it may live long enough to
+    # log the worker's death at alert
     signal('KILL', $master);
+    signal('KILL', grep { running($_) } @w);
     for (1 .. 50) {
         last unless grep { running($_) } $master, @w;
         sleep 0.1;

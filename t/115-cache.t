@@ -312,3 +312,45 @@ Authorization: Bearer sk-client-k115-cache-0123456789
 --- response_body_like eval
 [qr/chat/, qr/chat/, qr/chat/,
  qr/"usage":\{"requests_per_minute":3,"tokens_per_minute":15,"concurrent":0\},"budget":\{"usd":1\.000000000,"spent":0\.000020000,/]
+
+
+
+=== TEST 13: an upstream Set-Cookie: ignored for caching, hidden from clients (the recipe); without that nginx stores nothing
+--- config
+    location /v1/ {
+        qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
+        proxy_set_header X-Mock-Set-Cookie "lb=node-7; Path=/";
+        proxy_cache llm115;
+        proxy_cache_methods POST;
+        proxy_cache_key $qwen_cache_key;
+        proxy_cache_bypass $qwen_cache_bypass;
+        proxy_no_cache $qwen_cache_no_store;
+        proxy_cache_valid 200 10m;
+        proxy_ignore_headers Set-Cookie;
+        proxy_hide_header Set-Cookie;
+        add_header X-Cache $upstream_cache_status always;
+        proxy_pass $qwen_upstream$qwen_upstream_path$uri;
+    }
+    location /plain/ {
+        qwen_gateway on;
+        proxy_set_header Authorization $qwen_upstream_authorization;
+        proxy_set_header X-Mock-Set-Cookie "lb=node-7; Path=/";
+        proxy_cache llm115;
+        proxy_cache_methods POST;
+        proxy_cache_key $qwen_cache_key;
+        proxy_cache_bypass $qwen_cache_bypass;
+        proxy_no_cache $qwen_cache_no_store;
+        proxy_cache_valid 200 10m;
+        add_header X-Cache $upstream_cache_status always;
+        proxy_pass $qwen_upstream$qwen_upstream_path/v1/chat/completions;
+    }
+--- request eval
+[main::chat(',"n":13'), main::chat(',"n":13'),
+ "POST /plain/\n" . '{"model":"c-chat","messages":[{"role":"user","content":"cookie ' . $$ . '"}]}',
+ "POST /plain/\n" . '{"model":"c-chat","messages":[{"role":"user","content":"cookie ' . $$ . '"}]}']
+--- error_code eval
+[200, 200, 200, 200]
+--- response_headers eval
+[{"X-Cache" => "MISS", "Set-Cookie" => ""}, {"X-Cache" => "HIT", "Set-Cookie" => ""},
+ {"X-Cache" => "MISS", "Set-Cookie" => "lb=node-7; Path=/"}, {"X-Cache" => "MISS", "Set-Cookie" => "lb=node-7; Path=/"}]

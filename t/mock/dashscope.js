@@ -24,6 +24,7 @@
 //   x-mock-scenario: ID                record the request; read the record with
 //                                      GET /__mock/scenario/ID (no auth)
 //   x-mock-usage: P,C[,K[,R]]          exact prompt/completion/cached/reasoning tokens
+//   x-mock-set-cookie: VALUE           answers carry Set-Cookie: VALUE
 //   x-mock-chunks: N                   reply is "w1 w2 ... wN"
 //   x-mock-reply: TEXT                 reply is TEXT (percent-decoded)
 //   x-mock-interval-ms: N              pace SSE events N ms apart (default 0)
@@ -329,6 +330,9 @@ class Ctx {
 
   headers(extra) {
     const h = { 'x-request-id': this.rid };
+    // a provider behind a load balancer or WAF that sets a cookie
+    const cookie = this.req.headers['x-mock-set-cookie'];
+    if (cookie !== undefined) h['set-cookie'] = cookie;
     if (extra) Object.assign(h, extra);
     return h;
   }

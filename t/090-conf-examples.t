@@ -61,6 +61,49 @@ sub nginx_t {
     return ($? >> 8, $out);
 }
 
+# a mock DashScope of its own, on the port it picks: its pid, its port and
+# the pipe it said so on (keep it: closing a piped open waits for the mock)
+sub start_mock {
+    my $pid = open(my $out, '-|', 'node', "$repo/t/mock/dashscope.js",
+                   '--port', '0', '--key', 'sk-mock') // die "node: $!";
+    my $listening = eval {
+        local $SIG{ALRM} = sub { die "timeout\n" };
+        alarm 5;
+        my $l = <$out>;
+        alarm 0;
+        $l;
+    } // '';
+    my ($port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
+    if (!$port) {
+        kill 'TERM', $pid;
+        BAIL_OUT("the mock did not start within 5 s: $listening");
+    }
+    return ($pid, $port, $out);
+}
+
+# nginx in the foreground from a runtime directory (stderr and stdout in
+# its logs/): its pid, and the answer to GET /v1/models once it came (200)
+# or nginx ended or 5 s passed
+sub serve {
+    my ($rt, $conf, $port, @args) = @_;
+    my $gw = fork // die;
+    if ($gw == 0) {
+        open STDOUT, '>', "$rt/logs/stdout.log";
+        open STDERR, '>', "$rt/logs/stderr.log";
+        exec $nginx, '-p', "$rt/", '-c', $conf, @args;
+        die;
+    }
+    my $http = HTTP::Tiny->new(timeout => 5);
+    my $res;
+    for (1 .. 50) {
+        $res = $http->get("http://127.0.0.1:$port/v1/models");
+        last if $res->{status} == 200;
+        last if waitpid($gw, WNOHANG) == $gw;
+        sleep 0.1;
+    }
+    return ($gw, $res);
+}
+
 my $rt = runtime($qs_port, $qs_mock_port);
 my ($rc, $out) = nginx_t($rt, 'quickstart.conf', DASHSCOPE_API_KEY => undef);
 is($rc, 0, 'quickstart.conf passes nginx -t without a key') or diag $out;
@@ -93,20 +136,7 @@ unlike($out, qr/sk-test-not-printed/, 'the key is not printed');
 
 # the quickstart serving, with the mock on the port it picked
 SKIP: {
-    my $mock = open(my $mock_out, '-|', 'node', "$repo/t/mock/dashscope.js",
-                    '--port', '0', '--key', 'sk-mock') // die "node: $!";
-    my $listening = eval {
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm 5;
-        my $l = <$mock_out>;
-        alarm 0;
-        $l;
-    } // '';
-    my ($mock_port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
-    if (!$mock_port) {
-        kill 'TERM', $mock;
-        BAIL_OUT("the mock did not start within 5 s: $listening");
-    }
+    my ($mock, $mock_port, $mock_out) = start_mock();
 
     my $port = free_port($mock_port);
     my $rt = runtime($port, $mock_port);
@@ -116,22 +146,8 @@ SKIP: {
     delete $ENV{ALIBABA_CLOUD_API_KEY};
 
     # the error log on stderr, the access log on stdout, as make run has them
-    my $gw = fork // die;
-    if ($gw == 0) {
-        open STDOUT, '>', "$rt/logs/stdout.log";
-        open STDERR, '>', "$rt/logs/stderr.log";
-        exec $nginx, '-p', "$rt/", '-c', 'quickstart.conf';
-        die;
-    }
-
+    my ($gw, $res) = serve($rt, 'quickstart.conf', $port);
     my $http = HTTP::Tiny->new(timeout => 5);
-    my $res;
-    for (1 .. 50) {
-        $res = $http->get("http://127.0.0.1:$port/v1/models");
-        last if $res->{status} == 200;
-        last if waitpid($gw, WNOHANG) == $gw;
-        sleep 0.1;
-    }
 
     if ($res->{status} != 200) {
         diag `cat $rt/logs/stderr.log`;
@@ -228,20 +244,7 @@ SKIP: {
     unlike($out3, qr/\[(?:warn|error|crit|alert|emerg)\]/, 'nothing to warn about')
         or diag $out3;
 
-    my $mock = open(my $mock_out, '-|', 'node', "$repo/t/mock/dashscope.js",
-                    '--port', '0', '--key', 'sk-mock') // die "node: $!";
-    my $listening = eval {
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm 5;
-        my $l = <$mock_out>;
-        alarm 0;
-        $l;
-    } // '';
-    my ($mock_port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
-    if (!$mock_port) {
-        kill 'TERM', $mock;
-        BAIL_OUT("the mock did not start within 5 s: $listening");
-    }
+    my ($mock, $mock_port, $mock_out) = start_mock();
     my $port = free_port($mock_port);
     my $dead_sg = free_port($mock_port, $port);
     my $dead_us = free_port($mock_port, $port, $dead_sg);
@@ -257,22 +260,8 @@ SKIP: {
     my $rt = $render->($conf);
 
     local @ENV{keys %keys} = values %keys;
-    my $gw = fork // die;
-    if ($gw == 0) {
-        open STDOUT, '>', "$rt/logs/stdout.log";
-        open STDERR, '>', "$rt/logs/stderr.log";
-        exec $nginx, '-p', "$rt/", '-c', 'failover.conf', '-g', 'daemon off;';
-        die;
-    }
-
+    my ($gw, $res) = serve($rt, 'failover.conf', $port, '-g', 'daemon off;');
     my $http = HTTP::Tiny->new(timeout => 5);
-    my $res;
-    for (1 .. 50) {
-        $res = $http->get("http://127.0.0.1:$port/v1/models");
-        last if $res->{status} == 200;
-        last if waitpid($gw, WNOHANG) == $gw;
-        sleep 0.1;
-    }
 
     SKIP: {
         if ($res->{status} != 200) {
@@ -373,20 +362,7 @@ SKIP: {
     is($rc4, 0, 'cache.conf passes nginx -t') or diag $out4;
     unlike($out4, qr/not-printed/, 'no key is printed');
 
-    my $mock = open(my $mock_out, '-|', 'node', "$repo/t/mock/dashscope.js",
-                    '--port', '0', '--key', 'sk-mock') // die "node: $!";
-    my $listening = eval {
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm 5;
-        my $l = <$mock_out>;
-        alarm 0;
-        $l;
-    } // '';
-    my ($mock_port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
-    if (!$mock_port) {
-        kill 'TERM', $mock;
-        BAIL_OUT("the mock did not start within 5 s: $listening");
-    }
+    my ($mock, $mock_port, $mock_out) = start_mock();
     my $port = free_port($mock_port);
 
     my $conf = $cc;
@@ -397,22 +373,8 @@ SKIP: {
     my $rt = $render->($conf);
 
     local $ENV{DASHSCOPE_API_KEY} = 'sk-mock';
-    my $gw = fork // die;
-    if ($gw == 0) {
-        open STDOUT, '>', "$rt/logs/stdout.log";
-        open STDERR, '>', "$rt/logs/stderr.log";
-        exec $nginx, '-p', "$rt/", '-c', 'cache.conf', '-g', 'daemon off;';
-        die;
-    }
-
+    my ($gw, $res) = serve($rt, 'cache.conf', $port, '-g', 'daemon off;');
     my $http = HTTP::Tiny->new(timeout => 5);
-    my $res;
-    for (1 .. 50) {
-        $res = $http->get("http://127.0.0.1:$port/v1/models");
-        last if $res->{status} == 200;
-        last if waitpid($gw, WNOHANG) == $gw;
-        sleep 0.1;
-    }
 
     SKIP: {
         if ($res->{status} != 200) {
@@ -527,20 +489,7 @@ SKIP: {
     is($rc4, 0, 'keys.conf passes nginx -t with an upstream key') or diag $out4;
     unlike($out4, qr/not-printed|sk-example-/, 'no key is printed');
 
-    my $mock = open(my $mock_out, '-|', 'node', "$repo/t/mock/dashscope.js",
-                    '--port', '0', '--key', 'sk-mock') // die "node: $!";
-    my $listening = eval {
-        local $SIG{ALRM} = sub { die "timeout\n" };
-        alarm 5;
-        my $l = <$mock_out>;
-        alarm 0;
-        $l;
-    } // '';
-    my ($mock_port) = $listening =~ m{^mock-dashscope listening on http://\S+:(\d+)$};
-    if (!$mock_port) {
-        kill 'TERM', $mock;
-        BAIL_OUT("the mock did not start within 5 s: $listening");
-    }
+    my ($mock, $mock_port, $mock_out) = start_mock();
     my $port = free_port($mock_port);
 
     my $conf = $kc;
@@ -550,22 +499,8 @@ SKIP: {
     my $rt = $render->($conf);
 
     local $ENV{DASHSCOPE_API_KEY} = 'sk-mock';
-    my $gw = fork // die;
-    if ($gw == 0) {
-        open STDOUT, '>', "$rt/logs/stdout.log";
-        open STDERR, '>', "$rt/logs/stderr.log";
-        exec $nginx, '-p', "$rt/", '-c', 'keys.conf', '-g', 'daemon off;';
-        die;
-    }
-
+    my ($gw, $res) = serve($rt, 'keys.conf', $port, '-g', 'daemon off;');
     my $http = HTTP::Tiny->new(timeout => 5);
-    my $res;
-    for (1 .. 50) {
-        $res = $http->get("http://127.0.0.1:$port/v1/models");
-        last if $res->{status} == 200;
-        last if waitpid($gw, WNOHANG) == $gw;
-        sleep 0.1;
-    }
 
     SKIP: {
         if ($res->{status} != 200) {

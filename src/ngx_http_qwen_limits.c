@@ -618,8 +618,8 @@ ngx_http_qwen_limits_settle(ngx_http_request_t *r, ngx_http_qwen_ctx_t *ctx)
     /* an answer from nginx's cache used no upstream tokens */
     used = ctx->cache_hit ? 0 : ctx->tokens.prompt + ctx->tokens.completion;
 
-    if (used == 0 && !ctx->cache_hit && ctx->deployment && r->headers_out.status >= 200
-        && r->headers_out.status < 300)
+    if (used == 0 && !ctx->cache_hit && ctx->deployment
+        && r->headers_out.status >= 200 && r->headers_out.status < 300)
     {
         /*
          * An answer that reported no usage (a stream cut before its usage

@@ -427,10 +427,13 @@ ngx_http_qwen_prometheus(ngx_http_request_t *r,
     static const char  *types[] = { "input", "output", "cached",
                                     "reasoning" };
 
-    len = 2048;
+    /* the HELP and TYPE lines (about 1.6 KB), then per model its lines:
+     * requests by status, tokens by type, cost, incomplete, unpriced,
+     * cache hits and their tokens, the histogram */
+    len = 4096;
 
     for (i = 0; i < n; i++) {
-        len += (6 + 4 + 3 + NGX_HTTP_QWEN_TTFT_BUCKETS + 3)
+        len += (6 + 4 + 3 + 2 + NGX_HTTP_QWEN_TTFT_BUCKETS + 3)
                * (sizeof("qwen_ttft_seconds_bucket") + sizeof(",le=\"+Inf\"")
                   + ngx_http_qwen_labels_len(&t[i]) + sizeof(",type=\"\"")
                   + 16 + NGX_HTTP_QWEN_NUM_LEN);

@@ -354,3 +354,17 @@ Authorization: Bearer sk-client-k115-cache-0123456789
 --- response_headers eval
 [{"X-Cache" => "MISS", "Set-Cookie" => ""}, {"X-Cache" => "HIT", "Set-Cookie" => ""},
  {"X-Cache" => "MISS", "Set-Cookie" => "lb=node-7; Path=/"}, {"X-Cache" => "MISS", "Set-Cookie" => "lb=node-7; Path=/"}]
+
+
+
+=== TEST 14: directives are matched whole: x-no-cache, no-cachex, max-age=00 do not bypass; No-Cache="x" does
+--- request eval
+[main::chat(',"n":14'), main::chat(',"n":14'), main::chat(',"n":14')]
+--- more_headers eval
+["Cache-Control: x-no-cache, no-cachex, max-age=00",
+ "Cache-Control: x-no-cache, no-cachex, max-age=00",
+ "Cache-Control: private, No-Cache=\"x\""]
+--- error_code eval
+[200, 200, 200]
+--- response_headers eval
+[{"X-Cache" => "MISS"}, {"X-Cache" => "HIT"}, {"X-Cache" => "BYPASS"}]

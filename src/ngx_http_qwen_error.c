@@ -207,6 +207,39 @@ ngx_http_qwen_error_field(u_char *p, const char *name, const char *value)
 
 
 /*
+ * A JSON answer of one buffer (the model list, a key's information, the
+ * readiness probe): b->pos..b->last is the whole body.
+ */
+
+ngx_int_t
+ngx_http_qwen_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    b->last_buf = (r == r->main);
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
  * The read-only handlers (the model list, the status): GET and HEAD only;
  * anything else gets 405 with Allow.  Returns NGX_DECLINED when the method
  * is fine, or what the handler returns.

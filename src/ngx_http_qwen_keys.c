@@ -1250,7 +1250,6 @@ ngx_http_qwen_key_info_handler(ngx_http_request_t *r)
     time_t                      resets;
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
-    ngx_chain_t                 out;
     ngx_http_qwen_ctx_t         ctx;
     ngx_http_qwen_key_t        *k;
     ngx_http_qwen_error_t       err;
@@ -1333,24 +1332,8 @@ ngx_http_qwen_key_info_handler(ngx_http_request_t *r)
     p = ngx_cpymem(p, "}\n", 2);
 
     b->last = p;
-    b->last_buf = (r == r->main);
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_qwen_send_json(r, NGX_HTTP_OK, b);
 }
 
 
@@ -1392,15 +1375,7 @@ ngx_http_qwen_variable_key(ngx_http_request_t *r,
         s = &ctx->key->owner;
     }
 
-    if (s->len == 0) {
-        return NGX_OK;
-    }
-
-    v->len = s->len;
-    v->data = s->data;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
+    ngx_http_qwen_variable_set(v, s);
 
     return NGX_OK;
 }

@@ -68,7 +68,6 @@ ngx_http_qwen_models_handler(ngx_http_request_t *r)
 {
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
-    ngx_chain_t                 out;
     ngx_http_qwen_main_conf_t  *qmcf;
 
     rc = ngx_http_qwen_read_only(r, "model list");
@@ -78,30 +77,15 @@ ngx_http_qwen_models_handler(ngx_http_request_t *r)
 
     qmcf = ngx_http_get_module_main_conf(r, ngx_http_qwen_module);
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = qmcf->models_json.len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the answer made at configuration time, read only */
     b->pos = qmcf->models_json.data;
     b->last = qmcf->models_json.data + qmcf->models_json.len;
     b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_qwen_send_json(r, NGX_HTTP_OK, b);
 }

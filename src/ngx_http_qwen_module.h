@@ -587,6 +587,8 @@ ngx_chain_t *ngx_http_qwen_error_prepare(ngx_http_request_t *r,
 ngx_int_t ngx_http_qwen_error_model_not_found(ngx_http_request_t *r,
     ngx_http_qwen_error_t *err, ngx_str_t *name);
 ngx_int_t ngx_http_qwen_read_only(ngx_http_request_t *r, const char *what);
+ngx_int_t ngx_http_qwen_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b);
 
 /* ngx_http_qwen_models.c */
 ngx_int_t ngx_http_qwen_models_build(ngx_conf_t *cf,
@@ -631,6 +633,7 @@ ngx_int_t ngx_http_qwen_log_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_qwen_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_qwen_add_variable_table(ngx_conf_t *cf,
     ngx_http_variable_t *vars);
+void ngx_http_qwen_variable_set(ngx_http_variable_value_t *v, ngx_str_t *s);
 
 
 #endif /* _NGX_HTTP_QWEN_MODULE_H_INCLUDED_ */

@@ -121,7 +121,6 @@ ngx_http_qwen_ready_handler(ngx_http_request_t *r)
     ngx_int_t                   rc;
     ngx_buf_t                  *b;
     ngx_uint_t                  total, up, ready;
-    ngx_chain_t                 out;
     const char                 *reason;
     ngx_http_qwen_main_conf_t  *qmcf;
 
@@ -169,25 +168,10 @@ ngx_http_qwen_ready_handler(ngx_http_request_t *r)
     *p++ = '}';
     *p++ = '\n';
     b->last = p;
-    b->last_buf = (r == r->main);
-    b->last_in_chain = 1;
 
-    r->headers_out.status = ready ? NGX_HTTP_OK
-                                  : NGX_HTTP_SERVICE_UNAVAILABLE;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_length_n = b->last - b->pos;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_qwen_send_json(r, ready ? NGX_HTTP_OK
+                                            : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   b);
 }
 
 

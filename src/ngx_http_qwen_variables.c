@@ -162,7 +162,9 @@ ngx_http_qwen_add_variable_table(ngx_conf_t *cf, ngx_http_variable_t *vars)
 }
 
 
-static void
+/* a string of the configuration or the request; empty: not found */
+
+void
 ngx_http_qwen_variable_set(ngx_http_variable_value_t *v, ngx_str_t *s)
 {
     if (s->len == 0) {

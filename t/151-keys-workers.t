@@ -273,7 +273,8 @@ sub minute_room {
 }
 
 # $n clients at once (forked, each its own connection), each sending one
-# request with $key; returns the statuses and the pids that answered
+# request with $key; returns the statuses and, per worker pid that answered,
+# its statuses
 sub burst {
     my ($n, $key, %h) = @_;
     my $t0 = time + 0.5;
@@ -300,7 +301,7 @@ sub burst {
         waitpid $pid, 0;
         my ($st, $wp) = split ' ', $line;
         $status{$st}++;
-        $pids{$wp}++ if $st == 200;
+        $pids{$wp}{$st}++ if $wp ne '-';
     }
     return (\%status, \%pids);
 }
@@ -329,7 +330,13 @@ diag(sprintf 'burst of 150 parallel clients against rpm 50 over 2 workers: '
 cmp_ok($admitted, '<=', 50, 'a burst of 150 against rpm 50: no more than 50 admitted');
 is($admitted, 50, '... and not fewer (nothing counted twice)');
 is($st->{429} // 0, 100, 'the others refused with 429');
-is(scalar keys %$pids, 2, 'both workers admitted some') or diag(explain($pids));
+# Which worker admits is scheduling (one may run through its share of the
+# burst before the other gets a core): what matters is that both took part,
+# so the 50 were counted across workers, not per worker.
+is(scalar keys %$pids, 2, 'both workers answered part of the burst')
+    or diag(explain($pids));
+diag(join ', ', map { my $p = $_; "worker $p: "
+     . join ' ', map { "$_ x$pids->{$p}{$_}" } sort keys %{ $pids->{$p} } } sort keys %$pids);
 my $row = status()->{'key:burst'} || {};
 is($row->{requests}, 50, 'the status counts the 50 admitted');
 is($row->{refused}{rpm}, 100, '... and the 100 refused, reason rpm');

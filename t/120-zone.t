@@ -16,6 +16,7 @@ use IO::Socket::INET;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Qwen::FreePort qw(free_port);
+use Qwen::Reload ();
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
@@ -118,8 +119,9 @@ chat('qwen-max', '100,20');
 like(status(), qr/"model":"qwen-max".*"requests":\{"2xx":2\}/,
      'two requests counted');
 
-system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'reload');
-sleep 1;
+ok(Qwen::Reload::reload(log => "$dir/logs/error.log",
+                        nginx => [$nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf"]),
+   'the reload took: a new worker, the old one gone');
 chat('qwen-max', '100,20');
 like(status(), qr/"model":"qwen-max".*"requests":\{"2xx":3\}.*"input":300/,
      'the counters survived the reload and go on');

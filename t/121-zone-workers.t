@@ -14,6 +14,7 @@ use Time::HiRes qw(sleep);
 use IO::Socket::INET;
 use lib "$ENV{TEST_NGINX_REPO}/t/lib";
 use Qwen::FreePort qw(free_port);
+use Qwen::Reload ();
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
@@ -83,6 +84,11 @@ sub wait_up {
     return 0;
 }
 
+sub reload {
+    return Qwen::Reload::reload(log => "$dir/logs/error.log", workers => 2,
+        nginx => [$nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf"]);
+}
+
 sub log_count {
     my ($file, $re) = @_;
     open my $fh, '<', "$dir/logs/$file" or return 0;
@@ -118,8 +124,7 @@ like(status(), qr/"model":"qwen-max","provider":"alibaba-cloud","requests":\{"2x
 # a reload with another size: a new zone, counted from zero
 
 write_conf('2m');
-system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'reload');
-sleep 1.5;
+ok(reload(), 'the reload with a 2m zone took: new workers, the old ones gone');
 ok(wait_up(), 'nginx is up after the reload with a 2m zone');
 
 is(chat('qwen-max'), 200, 'a request after the resize is answered');
@@ -128,8 +133,7 @@ like(status(), qr/"model":"qwen-max","provider":"alibaba-cloud","requests":\{"2x
 
 # and back, with a reload that keeps the size: the counters go on
 
-system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'reload');
-sleep 1.5;
+ok(reload(), 'the plain reload took');
 is(chat('qwen-max'), 200, 'a request after a plain reload is answered');
 like(status(), qr/"requests":\{"2xx":2\}/, 'and the counters went on');
 

@@ -13,6 +13,7 @@ use File::Temp qw(tempdir);
 use Time::HiRes qw(sleep);
 use lib "$ENV{TEST_NGINX_REPO}/t/lib";
 use Qwen::FreePort qw(free_port);
+use Qwen::Reload ();
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
@@ -89,9 +90,9 @@ sub wait_up {
 }
 
 sub reload {
-    system($nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf", '-s', 'reload');
-    # the old workers go, the new ones come
-    sleep 1.5;
+    Qwen::Reload::reload(log => "$dir/logs/error.log", workers => 2,
+        nginx => [$nginx, '-p', "$dir/", '-c', "$dir/conf/nginx.conf"])
+        or return 0;
     return wait_up();
 }
 

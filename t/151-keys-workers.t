@@ -31,6 +31,7 @@ use POSIX ();
 use Time::HiRes qw(sleep time);
 use lib "$ENV{TEST_NGINX_REPO}/t/lib";
 use Qwen::FreePort qw(free_port);
+use Qwen::Reload ();
 
 my $repo = $ENV{TEST_NGINX_REPO} or plan skip_all => 'TEST_NGINX_REPO not set';
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'no mock';
@@ -216,15 +217,9 @@ sub signal {
 }
 
 sub reload {
-    my $before = () = log_text() =~ /start worker process/g;
-    system(@NGINX, '-s', 'reload');
-    # the new workers come, the old ones go
-    for (1 .. 100) {
-        my $now = () = log_text() =~ /start worker process/g;
-        last if $now >= $before + 2;
-        sleep 0.1;
-    }
-    sleep 1;
+    Qwen::Reload::reload(log => "$dir/logs/error.log", workers => 2,
+                         nginx => \@NGINX)
+        or return 0;
     return up();
 }
 
